@@ -1,0 +1,12 @@
+# Thin wrappers: dev.py does the work and needs nothing but Python 3.11.
+PYTHON ?= python3
+
+.PHONY: demo test lint bench setup
+demo:
+	$(PYTHON) dev.py demo
+test:
+	$(PYTHON) dev.py test
+setup:
+	$(PYTHON) dev.py setup
+lint:
+	$(PYTHON) dev.py setup && .venv/bin/ruff check .

@@ -1,0 +1,268 @@
+"""pipelines.yaml -> typed pipeline objects. Every error names the pipeline and the bad key.
+
+The file lives at ``include/pipelines.yaml`` unless ``WALKME_HEAP_CONFIG`` names another. Relative
+source paths are resolved against the directory that holds the configuration file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from walkme_heap.mapping.presets import PRESETS, ROLES
+from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, EventNameSpec, MappingSpec
+
+CONFIG_ENV = "WALKME_HEAP_CONFIG"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "pipelines.yaml"
+DEFAULT_HEAP_CONN_ID = "heap_default"
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class ConfigError(ValueError):
+    """The pipeline configuration is invalid; raised at DAG parse time."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a pipeline's rows come from."""
+
+    type: str  # "csv"
+    path: str
+    conn_id: str | None = None  # an Airflow connection for object storage (ObjectStoragePath)
+    on_missing: str = "fail"  # "fail" or "skip" (a missing day replays zero rows)
+    chunk_rows: int = 50_000
+    delimiter: str = ","
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One configured replay; becomes the DAG ``walkme_to_heap_<name>``."""
+
+    name: str
+    source: SourceSpec
+    mapping: MappingSpec
+    start_date: datetime
+    schedule: str = "@daily"
+    end_date: datetime | None = None
+    heap_conn_id: str = DEFAULT_HEAP_CONN_ID
+    description: str = ""
+    catchup: bool = True
+    max_active_runs: int = 1
+    retries: int = 2
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    mapping_config: dict[str, Any] = field(default_factory=dict)  # as written, for the operator
+
+    @property
+    def dag_id(self) -> str:
+        return f"walkme_to_heap_{self.name}"
+
+
+class _Section:
+    """A mapping being read: knows its path for messages and reports unknown keys."""
+
+    def __init__(self, data: Any, where: str, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: key '{path}' must be a mapping, got {type(data).__name__}")
+        self.data, self.where, self.path = data, where, path
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: key '{self.key(name)}' {problem}")
+
+    def get(
+        self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False
+    ) -> Any:
+        self.used.add(name)
+        if name not in self.data or self.data[name] is None:
+            if required:
+                raise self.fail(name, "is required")
+            return default
+        value = self.data[name]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+            names = "/".join(k.__name__ for k in _kinds(kind))
+            raise self.fail(name, f"must be {names}, got {type(value).__name__}: {value!r}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(name, str, default)
+        if value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def section(self, name: str) -> _Section:
+        self.used.add(name)
+        return _Section(self.data.get(name) or {}, self.where, self.key(name))
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.get(name, (list, str), [])
+        items = [value] if isinstance(value, str) else value
+        if not all(isinstance(item, str) for item in items):
+            raise self.fail(name, "must be a list of strings")
+        return tuple(items)
+
+    def string_map(self, name: str) -> dict[str, str]:
+        value = self.get(name, dict, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise self.fail(name, "must map strings to strings")
+        return dict(value)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "is not a known setting")
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _when(section: _Section, name: str, required: bool) -> datetime | None:
+    value = section.get(name, (str, date), required=required)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise section.fail(name, f"must be a date like 2024-03-01, got {value!r}") from None
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _source(section: _Section, base_dir: Path) -> SourceSpec:
+    kind = section.choice("type", ("csv",), "csv")
+    path = section.get("path", str, required=True)
+    if "://" not in path and not Path(path).is_absolute():
+        path = str(base_dir / path)
+    chunk_rows = section.get("chunk_rows", int, 50_000)
+    if chunk_rows < 1:
+        raise section.fail("chunk_rows", "must be at least 1")
+    spec = SourceSpec(
+        type=kind,
+        path=path,
+        conn_id=section.get("conn_id", str),
+        on_missing=section.choice("on_missing", ("fail", "skip"), "fail"),
+        chunk_rows=chunk_rows,
+        delimiter=section.get("delimiter", str, ","),
+    )
+    section.done()
+    return spec
+
+
+def _event_name(section: _Section) -> EventNameSpec:
+    constant = section.get("constant", str)
+    if constant is not None and not (0 < len(constant) <= MAX_EVENT_NAME_CHARS):
+        raise section.fail("constant", f"must have 1 to {MAX_EVENT_NAME_CHARS} characters")
+    names = section.string_map("names")
+    for pair in names:
+        if "." not in pair:
+            raise section.fail("names", f"key {pair!r} must be 'item_type.event_type', e.g. wt.play")
+    spec = EventNameSpec(
+        constant=constant,
+        prefix=section.get("prefix", str, "WalkMe "),
+        item_type=section.get("item_type", str),
+        event_type=section.get("event_type", str),
+        names=names,
+        item_type_names=section.string_map("item_type_names"),
+        event_type_names=section.string_map("event_type_names"),
+    )
+    section.done()
+    return spec
+
+
+def _mapping(section: _Section) -> MappingSpec:
+    preset = section.get("preset", str, "webhook")
+    if preset not in (*PRESETS, "none"):
+        raise section.fail("preset", f"must be one of {', '.join(PRESETS)}, none; got {preset!r}")
+    columns_section = section.section("columns")
+    columns: dict[str, list[str]] = {}
+    for role in ROLES:
+        value = columns_section.strings(role)
+        if value:
+            columns[role] = list(value)
+    columns_section.done()
+    if preset == "none":
+        for role in ("identity", "timestamp"):
+            if role not in columns:
+                raise columns_section.fail(role, "is required when preset is none")
+    props = section.section("properties")
+    include, exclude = props.strings("include"), props.strings("exclude")
+    props.done()
+    spec = MappingSpec(
+        preset=None if preset == "none" else preset,
+        columns=columns,
+        event_name=_event_name(section.section("event_name")),
+        include_properties=include,
+        exclude_properties=exclude,
+        include_non_production=section.get("include_non_production", bool, False),
+    )
+    section.done()
+    return spec
+
+
+def parse_source(data: Any, where: str, base_dir: Path) -> SourceSpec:
+    """A ``source`` section on its own (the operator re-reads its rendered, templated source)."""
+    return _source(_Section(data, where, "source"), base_dir)
+
+
+def parse_mapping(data: Any, where: str) -> MappingSpec:
+    """A ``mapping`` section on its own."""
+    return _mapping(_Section(data, where, "mapping"))
+
+
+def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline:
+    where = f"{where}: pipeline '{name}'"
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: the name may hold only letters, digits and underscores")
+    top = _Section(data, where, "")
+    schedule = top.get("schedule", str, "@daily")
+    pipeline = Pipeline(
+        name=name,
+        source=_source(top.section("source"), base_dir),
+        mapping=_mapping(top.section("mapping")),
+        start_date=_when(top, "start_date", required=True),  # type: ignore[arg-type]
+        end_date=_when(top, "end_date", required=False),
+        schedule=schedule,
+        heap_conn_id=top.get("heap_conn_id", str, DEFAULT_HEAP_CONN_ID),
+        description=top.get("description", str, ""),
+        catchup=top.get("catchup", bool, True),
+        max_active_runs=top.get("max_active_runs", int, 1),
+        retries=top.get("retries", int, 2),
+        tags=top.strings("tags"),
+        mapping_config=dict(top.data.get("mapping") or {}),
+    )
+    top.done()
+    if pipeline.end_date and pipeline.end_date <= pipeline.start_date:
+        raise top.fail("end_date", "must be after start_date")
+    return pipeline
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_pipelines(path: Path | str | None = None) -> list[Pipeline]:
+    """Read and validate every pipeline of a configuration file."""
+    path = Path(path) if path else config_path()
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: configuration file not found (set {CONFIG_ENV})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    root = _Section(data or {}, where, "")
+    pipelines_data = root.get("pipelines", dict, required=True)
+    root.done()
+    return [
+        parse_pipeline(str(name), body, where, path.resolve().parent) for name, body in pipelines_data.items()
+    ]

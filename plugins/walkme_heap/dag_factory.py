@@ -1,0 +1,87 @@
+"""pipelines.yaml -> one DAG per pipeline, ``walkme_to_heap_<name>``.
+
+Daily partitions need real data intervals: ``CronDataIntervalTimetable`` (a run with logical date
+D covers [D-1, D)); Airflow 3's plain ``schedule="@daily"`` gives zero-length intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from walkme_heap.config import ConfigError, Pipeline, config_path, load_pipelines
+from walkme_heap.operators.replay import WalkMeToHeapOperator
+
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+
+
+def _params() -> dict[str, Param]:
+    return {
+        "start": Param(
+            None,
+            type=["null", "string"],
+            pattern=DATE_PATTERN,
+            title="Start (UTC, inclusive)",
+            description="For a manual run: first day or instant to replay, e.g. 2024-03-10. "
+            "Leave empty to replay the run's data interval.",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            pattern=DATE_PATTERN,
+            title="End (UTC, exclusive)",
+            description="For a manual run: replay up to, not including, this day or instant, "
+            "e.g. 2024-03-11. Must be after start.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Read, map and count without sending anything to Heap.",
+        ),
+    }
+
+
+def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
+    """The DAG of one pipeline: a single replay task per data interval."""
+    try:
+        schedule = (
+            None
+            if pipeline.schedule.lower() in ("none", "manual")
+            else CronDataIntervalTimetable(pipeline.schedule, timezone="UTC")
+        )
+    except Exception as exc:
+        raise ConfigError(
+            f"pipeline '{pipeline.name}': key 'schedule' is not a valid cron expression or "
+            f"preset: {pipeline.schedule!r} ({exc})"
+        ) from None
+    with DAG(
+        dag_id=pipeline.dag_id,
+        description=pipeline.description or f"Replay WalkMe events into Heap ({pipeline.name})",
+        schedule=schedule,
+        start_date=pipeline.start_date,
+        end_date=pipeline.end_date,
+        catchup=pipeline.catchup,
+        max_active_runs=pipeline.max_active_runs,
+        params=_params(),
+        tags=["walkme", "heap", *pipeline.tags],
+        default_args={"retries": pipeline.retries, "retry_delay": timedelta(minutes=2)},
+        doc_md=__doc__,
+    ) as dag:
+        WalkMeToHeapOperator(
+            task_id="replay",
+            pipeline=pipeline.name,
+            source={k: v for k, v in asdict(pipeline.source).items() if v is not None},
+            mapping=pipeline.mapping_config,
+            heap_conn_id=pipeline.heap_conn_id,
+            config_dir=str(config_dir),
+        )
+    return dag
+
+
+def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
+    """Every configured pipeline's DAG, keyed by dag_id (for a DAG file's ``globals()``)."""
+    path = Path(path) if path else config_path()
+    return {p.dag_id: build_dag(p, path.resolve().parent) for p in load_pipelines(path)}

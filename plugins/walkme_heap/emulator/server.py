@@ -1,0 +1,300 @@
+"""A strict stand-in for Heap's track API, served over real HTTP on loopback.
+
+It validates bodies exactly as ``heap-track-api.md`` documents, enforces the per-app and
+per-identity limits with 429, drops repeated idempotency keys (counting them), records what it
+accepted, and can inject faults. It is used by the demo, the tests and the benchmarks; loosening it
+to make a client pass would make those mean nothing.
+
+Control endpoints (not part of Heap's API) live under ``/_emulator/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from walkme_heap.emulator.limits import RateLimiter
+from walkme_heap.emulator.validation import HeapValidationError, validate_body
+
+log = logging.getLogger(__name__)
+
+DEFAULT_APP_LIMIT = 15_000
+DEFAULT_IDENTITY_LIMIT = 1_000
+
+
+@dataclass
+class EmulatorSettings:
+    """Everything that can be switched at start (CLI flags) or later (``POST /_emulator/config``)."""
+
+    app_limit: int | None = DEFAULT_APP_LIMIT  # events per 60 s per app_id; None = off
+    identity_limit: int | None = DEFAULT_IDENTITY_LIMIT  # events per 60 s per identity per app
+    retry_after: bool = False  # send a Retry-After header with 429
+    max_body_bytes: int = 5_000_000  # bodies above this get 413 (Heap documents no cap)
+    error_rate: float = 0.0  # share of requests answered 500
+    burst_5xx: int = 0  # the next N requests are answered 503
+    latency_ms: int = 0  # delay before every answer
+    drop_rate: float = 0.0  # share of requests whose connection is closed unanswered
+    drop_after_accept_rate: float = 0.0  # share accepted, then the connection closed unanswered
+    poison: str | None = None  # events whose JSON contains this text are rejected with 400
+    store_events: bool = True  # keep accepted events for /_emulator/events
+    seed: int = 0
+
+    def update(self, changes: dict[str, Any]) -> None:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown emulator settings: {sorted(unknown)}")
+        for key, value in changes.items():
+            setattr(self, key, value)
+
+
+class EmulatorState:
+    """What the emulator received; guarded by one lock so counts stay consistent."""
+
+    def __init__(self, settings: EmulatorSettings, jsonl_path: Path | None = None) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.jsonl_path = jsonl_path
+        self.reset()
+
+    def reset(self) -> None:
+        self.limiter = RateLimiter(self.settings.app_limit, self.settings.identity_limit)
+        self.random = random.Random(self.settings.seed)
+        self.keys: dict[str, set[str]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.counts: Counter[str] = Counter()
+        self.per_minute: Counter[tuple[str, int]] = Counter()
+        if self.jsonl_path is not None:
+            self.jsonl_path.write_text("")
+
+    def configure(self, changes: dict[str, Any]) -> None:
+        self.settings.update(changes)
+        if {"app_limit", "identity_limit"} & set(changes):
+            self.limiter = RateLimiter(self.settings.app_limit, self.settings.identity_limit)
+        if "seed" in changes:
+            self.random = random.Random(self.settings.seed)
+
+    def record(self, app_id: str, events: list[dict[str, Any]], now: float) -> tuple[int, int]:
+        """Store new events, drop repeated keys; return (new, duplicates)."""
+        seen = self.keys.setdefault(app_id, set())
+        new: list[dict[str, Any]] = []
+        duplicates = 0
+        for event in events:
+            key = event.get("idempotency_key")
+            if key is not None:
+                if key in seen:
+                    duplicates += 1
+                    continue
+                seen.add(key)
+            new.append(event)
+        self.counts["accepted_events"] += len(events)
+        self.counts["unique_events"] += len(new)
+        self.counts["duplicate_events"] += duplicates
+        self.per_minute[(app_id, int(now // 60))] += len(events)
+        if new and self.settings.store_events:
+            stored = [{"app_id": app_id, **event} for event in new]
+            self.events.extend(stored)
+            if self.jsonl_path is not None:
+                with self.jsonl_path.open("a", encoding="utf-8") as fh:
+                    for event in stored:
+                        fh.write(json.dumps(event, ensure_ascii=False) + "\n")
+        return len(new), duplicates
+
+    def stats(self) -> dict[str, Any]:
+        per_minute: dict[str, dict[str, int]] = {}
+        for (app_id, minute), count in sorted(self.per_minute.items()):
+            per_minute.setdefault(app_id, {})[str(minute * 60)] = count
+        return {**dict(self.counts), "per_minute": per_minute, "settings": asdict(self.settings)}
+
+
+class _DropConnectionError(Exception):
+    """Close the connection without an answer."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: EmulatorHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("emulator: " + format, *args)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    # -- routes --------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        state = self.server.state
+        url = urlsplit(self.path)
+        if url.path == "/_emulator/health":
+            self._reply(200, {"ok": True})
+        elif url.path == "/_emulator/stats":
+            with state.lock:
+                self._reply(200, state.stats())
+        elif url.path == "/_emulator/events":
+            app_id = parse_qs(url.query).get("app_id", [None])[0]
+            with state.lock:
+                events = [e for e in state.events if app_id is None or e["app_id"] == app_id]
+            self._reply(200, events)
+        else:
+            self._reply(404, {"error": f"no route {url.path}"})
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        path = urlsplit(self.path).path
+        if path == "/api/track":
+            try:
+                self._track()
+            except _DropConnectionError:
+                self.close_connection = True
+                self.connection.close()
+            return
+        raw = self._read_body()
+        if path == "/_emulator/reset":
+            with state.lock:
+                state.reset()
+            self._reply(200, {"ok": True})
+        elif path == "/_emulator/config":
+            try:
+                changes = json.loads(raw or b"{}")
+                with state.lock:
+                    state.configure(changes)
+            except (ValueError, TypeError) as exc:
+                self._reply(400, {"error": str(exc)})
+                return
+            self._reply(200, asdict(state.settings))
+        else:
+            self._reply(404, {"error": f"no route {path}"})
+
+    def _track(self) -> None:
+        state = self.server.state
+        settings = state.settings
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > settings.max_body_bytes:
+            self.rfile.read(length)
+            self._count("rejected_413")
+            self._reply(413, {"error": f"request body over {settings.max_body_bytes} bytes"})
+            return
+        raw = self.rfile.read(length) if length else b""
+        with state.lock:
+            state.counts["requests"] += 1
+            roll = state.random.random()
+            drop = roll < settings.drop_rate
+            error = not drop and state.random.random() < settings.error_rate
+            burst = settings.burst_5xx > 0
+            if burst:
+                settings.burst_5xx -= 1
+        if settings.latency_ms:
+            time.sleep(settings.latency_ms / 1000)
+        if drop:
+            self._count("dropped")
+            raise _DropConnectionError
+        if burst or error:
+            self._count("errors_5xx")
+            self._reply(503 if burst else 500, {"error": "injected server error"})
+            return
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        if content_type != "application/json":
+            self._count("rejected_400")
+            self._reply(400, {"error": "Content-Type should be application/json"})
+            return
+        try:
+            body = json.loads(raw)
+            app_id, events = validate_body(body)
+            if settings.poison:
+                for index, event in enumerate(events):
+                    if settings.poison in json.dumps(event, ensure_ascii=False):
+                        raise HeapValidationError(f"postBody.events[{index}] was rejected (poisoned event)")
+        except (ValueError, HeapValidationError) as exc:
+            message = str(exc) if isinstance(exc, HeapValidationError) else "postBody is not JSON"
+            self._count("rejected_400")
+            self._reply(400, {"error": message})
+            return
+        now = time.time()
+        identities = [e.get("identity") or e.get("user_id") or "" for e in events]
+        with state.lock:
+            wait = state.limiter.admit(app_id, identities, now)
+            if wait is not None:
+                state.counts["throttled_429"] += 1
+                headers = {"Retry-After": str(max(1, int(wait + 0.999)))}
+                self._reply(
+                    429,
+                    {"error": "rate limit exceeded"},
+                    headers if settings.retry_after else None,
+                )
+                return
+            new, duplicates = state.record(app_id, events, now)
+            drop_ack = state.random.random() < settings.drop_after_accept_rate
+        if drop_ack:
+            self._count("dropped_after_accept")
+            raise _DropConnectionError
+        self._reply(200, {"accepted": len(events), "new": new, "duplicates": duplicates})
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self.server.state.lock:
+            self.server.state.counts[name] += amount
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], state: EmulatorState) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+
+
+class HeapEmulator:
+    """Run the emulator in a background thread (tests) or in the foreground (``__main__``)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        settings: EmulatorSettings | None = None,
+        jsonl_path: Path | None = None,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the Heap emulator only listens on loopback")
+        self.state = EmulatorState(settings or EmulatorSettings(), jsonl_path)
+        self.httpd = EmulatorHTTPServer((host, port), self.state)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> HeapEmulator:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> HeapEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,122 @@
+"""Strict validation of Heap track request bodies, as documented in heap-track-api.md.
+
+The emulator answers 400 with the path of the first offending field, in the style of Heap's own
+validator (``postBody.events[3].identity ...``), so a client that passes here sends what Heap takes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+MAX_EVENTS_PER_REQUEST = 1000
+MAX_EVENT_NAME_CHARS = 1024
+MAX_IDENTITY_CHARS = 255
+MAX_PROPERTY_CHARS = 1023  # "fewer than 1024 characters"
+MIN_IDEMPOTENCY_KEY_CHARS = 8
+MAX_USER_ID = 2**53 - 1
+
+EVENT_FIELDS = frozenset(
+    {"event", "identity", "user_id", "timestamp", "properties", "idempotency_key", "session_id"}
+)
+
+# ISO 8601 date-time with an explicit offset (Z or +hh:mm / +hhmm); fractions optional.
+_ISO_WITH_OFFSET = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
+)
+
+
+class HeapValidationError(ValueError):
+    """A body Heap would refuse with 400; ``str()`` is the message the emulator returns."""
+
+
+def _check_timestamp(value: Any, path: str) -> None:
+    if not isinstance(value, str):
+        raise HeapValidationError(f"{path} should be string")
+    m = _ISO_WITH_OFFSET.match(value)
+    if not m:
+        raise HeapValidationError(f"{path} should be an ISO 8601 date-time with an offset")
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
+        raise HeapValidationError(f"{path} is not a valid date-time")
+    if year < 1:
+        raise HeapValidationError(f"{path} is not a valid date-time")
+
+
+def _check_properties(value: Any, path: str) -> None:
+    if not isinstance(value, dict) or not value:
+        raise HeapValidationError(f"{path} should be object")
+    for key, item in value.items():
+        if len(key) >= 1024:
+            raise HeapValidationError(f"{path} key should have fewer than 1024 characters")
+        item_path = f"{path}['{key[:40]}']"
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            raise HeapValidationError(f"{item_path} should be string or number")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise HeapValidationError(f"{item_path} should be a finite number")
+        if isinstance(item, str) and len(item) > MAX_PROPERTY_CHARS:
+            raise HeapValidationError(f"{item_path} should have fewer than 1024 characters")
+
+
+def validate_event(event: Any, path: str, *, in_bulk: bool) -> None:
+    """Raise HeapValidationError for the first rule ``event`` breaks."""
+    if not isinstance(event, dict):
+        raise HeapValidationError(f"{path} should be object")
+    allowed = EVENT_FIELDS if in_bulk else EVENT_FIELDS | {"app_id"}
+    for key in event:
+        if key not in allowed:
+            raise HeapValidationError(f"{path}.{key} is not allowed")
+    name = event.get("event")
+    if not isinstance(name, str) or not name:
+        raise HeapValidationError(f"{path}.event should be a non-empty string")
+    if len(name) > MAX_EVENT_NAME_CHARS:
+        raise HeapValidationError(f"{path}.event should have at most 1024 characters")
+    has_identity = "identity" in event
+    has_user_id = "user_id" in event
+    if has_identity == has_user_id:
+        raise HeapValidationError(f"{path} should have exactly one of identity, user_id")
+    if has_identity:
+        identity = event["identity"]
+        if not isinstance(identity, str) or not identity:
+            raise HeapValidationError(f"{path}.identity should be a non-empty string")
+        if len(identity) > MAX_IDENTITY_CHARS:
+            raise HeapValidationError(f"{path}.identity should have at most 255 characters")
+    else:
+        user_id = event["user_id"]
+        if not isinstance(user_id, str) or not user_id.isdigit() or int(user_id) > MAX_USER_ID:
+            raise HeapValidationError(f"{path}.user_id should be a numeric string below 2^53")
+    if "timestamp" in event:
+        _check_timestamp(event["timestamp"], f"{path}.timestamp")
+    if "properties" in event:
+        _check_properties(event["properties"], f"{path}.properties")
+    if "idempotency_key" in event:
+        key = event["idempotency_key"]
+        if not isinstance(key, str) or len(key) < MIN_IDEMPOTENCY_KEY_CHARS:
+            raise HeapValidationError(f"{path}.idempotency_key should be a string of at least 8 characters")
+    if "session_id" in event and not isinstance(event["session_id"], str):
+        raise HeapValidationError(f"{path}.session_id should be string")
+
+
+def validate_body(body: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Validate a single or bulk track body; return (app_id, events)."""
+    if not isinstance(body, dict):
+        raise HeapValidationError("postBody should be object")
+    app_id = body.get("app_id")
+    if not isinstance(app_id, str) or not app_id:
+        raise HeapValidationError("postBody.app_id should be a non-empty string")
+    if "events" not in body:
+        validate_event(body, "postBody", in_bulk=False)
+        event = {k: v for k, v in body.items() if k != "app_id"}
+        return app_id, [event]
+    for key in body:
+        if key not in ("app_id", "events"):
+            raise HeapValidationError(f"postBody.{key} is not allowed")
+    events = body["events"]
+    if not isinstance(events, list) or not events:
+        raise HeapValidationError("postBody.events should be a non-empty array")
+    if len(events) > MAX_EVENTS_PER_REQUEST:
+        raise HeapValidationError("postBody.events should have at most 1000 items")
+    for index, event in enumerate(events):
+        validate_event(event, f"postBody.events[{index}]", in_bulk=True)
+    return app_id, events

@@ -1,0 +1,81 @@
+"""HeapHook: an Airflow connection -> a configured ``HeapClient``.
+
+Connection fields: ``host`` is the base URL (default ``https://heapanalytics.com``; EU customers
+``https://c.eu.heap-api.com``), ``login`` holds the Heap app_id (environment id), ``extra`` may hold
+``region`` (``us`` / ``eu``, used when host is empty), ``max_batch_events``, ``max_batch_bytes``,
+``connect_timeout`` and ``read_timeout``. Plain ``http`` is refused unless the host is loopback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS
+from walkme_heap.delivery.client import EU_BASE_URL, US_BASE_URL, HeapClient, HeapConfigError
+
+REGIONS = {"us": US_BASE_URL, "eu": EU_BASE_URL}
+EXTRA_KEYS = ("region", "max_batch_events", "max_batch_bytes", "connect_timeout", "read_timeout")
+
+
+def base_url_from(host: str | None, schema: str | None, port: int | None, region: str | None) -> str:
+    """The base URL from connection fields: a full URL in host wins, else scheme/host/port."""
+    host = (host or "").strip()
+    if not host:
+        key = (region or "us").lower()
+        if key not in REGIONS:
+            raise HeapConfigError(f"connection extra 'region' must be us or eu, got {region!r}")
+        return REGIONS[key]
+    if "://" in host:
+        return host
+    scheme = schema if schema in ("http", "https") else "https"
+    return f"{scheme}://{host}" + (f":{port}" if port else "")
+
+
+class HeapHook(BaseHook):
+    """Reach Heap's server-side track API through an Airflow connection.
+
+    :param heap_conn_id: the Airflow connection holding the base URL (host), the app_id (login)
+        and options (extra).
+    """
+
+    conn_name_attr = "heap_conn_id"
+    default_conn_name = "heap_default"
+    conn_type = "heap"
+    hook_name = "Heap"
+
+    def __init__(self, heap_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.heap_conn_id = heap_conn_id
+
+    def options(self) -> dict[str, Any]:
+        """The connection's extra, checked: unknown keys are refused (typos would be silent)."""
+        extra = self.get_connection(self.heap_conn_id).extra_dejson or {}
+        unknown = sorted(set(extra) - set(EXTRA_KEYS))
+        if unknown:
+            raise HeapConfigError(
+                f"connection '{self.heap_conn_id}': unknown extra keys {unknown}; "
+                f"known: {', '.join(EXTRA_KEYS)}"
+            )
+        return {
+            "region": extra.get("region"),
+            "max_batch_events": int(extra.get("max_batch_events", MAX_EVENTS)),
+            "max_batch_bytes": int(extra.get("max_batch_bytes", DEFAULT_MAX_BYTES)),
+            "connect_timeout": float(extra.get("connect_timeout", 5.0)),
+            "read_timeout": float(extra.get("read_timeout", 30.0)),
+        }
+
+    def get_conn(self) -> HeapClient:
+        """A client with one pooled HTTP session for this connection."""
+        conn = self.get_connection(self.heap_conn_id)
+        options = self.options()
+        base_url = base_url_from(conn.host, conn.schema, conn.port, options["region"])
+        try:
+            return HeapClient(
+                base_url,
+                conn.login or "",
+                connect_timeout=options["connect_timeout"],
+                read_timeout=options["read_timeout"],
+            )
+        except HeapConfigError as exc:
+            raise HeapConfigError(f"connection '{self.heap_conn_id}': {exc}") from None

@@ -1,0 +1,1 @@
+"""Map WalkMe rows to Heap events: presets, columns, times, names, properties and keys."""

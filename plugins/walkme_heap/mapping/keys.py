@@ -1,0 +1,54 @@
+"""The idempotency key scheme. One place, versioned, pinned by golden tests.
+
+Heap ignores a later event with a key it has seen and cannot update or delete events, so a key
+must be a pure function of the record and must never change for data already sent: a new scheme
+would duplicate every replayed event. Change ``SCHEME`` only with a migration plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+
+SCHEME = "wmh1"
+_SEP = "\x1f"  # unit separator: cannot appear in the canonical text of a field by accident
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def key_from_event_id(event_id: str) -> str:
+    """Key for a record that carries its own event id (the mapping's ``event_id`` column)."""
+    return f"{SCHEME}-{_digest(_SEP.join((SCHEME, 'id', event_id)))}"
+
+
+def key_from_fields(identity: str, time_ms: int, event_name: str, item_id: str, session_id: str) -> str:
+    """Key from canonical fields when there is no event id: who, when (ms), what, which item, session."""
+    canonical = _SEP.join((SCHEME, "f", identity, str(time_ms), event_name, item_id, session_id))
+    return f"{SCHEME}-{_digest(canonical)}"
+
+
+def keys_from_event_ids(event_ids: Iterable[str]) -> list[str]:
+    return [key_from_event_id(value) for value in event_ids]
+
+
+def keys_from_fields(
+    identities: Iterable[str],
+    times_ms: Iterable[int],
+    names: Iterable[str],
+    item_ids: Iterable[str],
+    session_ids: Iterable[str],
+) -> list[str]:
+    return [
+        key_from_fields(i, t, n, o, s)
+        for i, t, n, o, s in zip(identities, times_ms, names, item_ids, session_ids, strict=True)
+    ]
+
+
+def key_hashes(keys: Iterable[str]) -> np.ndarray:
+    """64-bit hashes of keys (the first 16 hex digits of the digest), for compact sets of keys."""
+    prefix = len(SCHEME) + 1
+    return np.fromiter((int(k[prefix : prefix + 16], 16) for k in keys), dtype=np.uint64)

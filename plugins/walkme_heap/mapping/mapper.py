@@ -1,0 +1,175 @@
+"""Chunk -> Heap events, plus every row that will not be sent with its reason.
+
+Rules are applied in this order, first match wins, so each row gets exactly one outcome:
+
+1. ``unparsable_time`` (invalid): the time is missing or cannot be read;
+2. ``outside_window`` (skipped): the event belongs to another run's window;
+3. ``non_production`` (skipped): ``wm.env`` is not 0, unless the pipeline includes such rows;
+4. ``missing_identity`` / ``identity_too_long`` (invalid): never merge people into one profile;
+5. ``missing_event_id`` (invalid): the mapping names an event-id column and the row has none;
+6. ``no_event_name`` / ``event_name_too_long`` (invalid).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from walkme_heap.mapping.columns import BoundColumns
+from walkme_heap.mapping.event_names import EventNamer
+from walkme_heap.mapping.keys import keys_from_event_ids, keys_from_fields
+from walkme_heap.mapping.properties import PropertyCleaner, property_key
+from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, MappingSpec
+from walkme_heap.mapping.timestamps import INVALID_MS, format_ms, to_epoch_ms
+
+MAX_IDENTITY_CHARS = 255
+# Identities that would merge unrelated people into one Heap profile, irreversibly.
+PLACEHOLDER_IDENTITIES = frozenset(
+    {"", "null", "undefined", "none", "nan", "nil", "user", "[object object]", "n/a"}
+)
+
+INVALID_REASONS = (
+    "unparsable_time",
+    "missing_identity",
+    "identity_too_long",
+    "missing_event_id",
+    "no_event_name",
+    "event_name_too_long",
+)
+SKIP_REASONS = ("outside_window", "non_production")
+
+
+@dataclass
+class MappedChunk:
+    """One chunk's outcome. ``rejected`` holds (row position in the chunk, reason, outcome)."""
+
+    events: list[dict[str, Any]]
+    rows: np.ndarray  # chunk positions of the rows that became ``events``
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+    invalid: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    truncated_values: int = 0
+
+
+def text_column(series: pd.Series) -> pd.Series:
+    """Canonical text of ids: ints without ``.0``, strings as they are, missing stays missing."""
+    if pd.api.types.is_float_dtype(series):
+        finite = series.notna()
+        out = pd.Series([None] * len(series), index=series.index, dtype=object)
+        values = series[finite]
+        integral = values == np.floor(values)
+        out[finite] = np.where(integral, values.astype("int64").astype(str), values.astype(str))
+        return out
+    if pd.api.types.is_integer_dtype(series):
+        return series.astype("Int64").astype("string").astype(object).where(series.notna(), None)
+    if pd.api.types.is_bool_dtype(series):
+        return series.map({True: "true", False: "false"}).astype(object)
+    return series.map(_canonical_text, na_action="ignore").astype(object)
+
+
+def _canonical_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+class Mapper:
+    """Maps chunks from one source whose columns were bound with ``bind_columns``."""
+
+    def __init__(self, spec: MappingSpec, bound: BoundColumns) -> None:
+        self.spec = spec
+        self.bound = bound
+        self.namer = EventNamer(spec.event_name)
+
+    def _role(self, frame: pd.DataFrame, role: str) -> pd.Series | None:
+        column = self.bound.roles.get(role)
+        return None if column is None else frame[column]
+
+    def map_chunk(self, frame: pd.DataFrame, start_ms: int, end_ms: int) -> MappedChunk:
+        n = len(frame)
+        frame = frame.reset_index(drop=True)
+        outcome = np.full(n, "", dtype=object)  # "" = still a candidate
+
+        def mark(mask: np.ndarray, reason: str) -> None:
+            outcome[(outcome == "") & mask] = reason
+
+        times = to_epoch_ms(frame[self.bound.roles["timestamp"]])
+        mark(times == INVALID_MS, "unparsable_time")
+        mark((times < start_ms) | (times >= end_ms), "outside_window")
+
+        environment = self._role(frame, "environment")
+        if environment is not None and not self.spec.include_non_production:
+            env_text = text_column(environment).fillna("0").astype(str).str.strip()
+            mark(~env_text.isin(["0", ""]).to_numpy(), "non_production")
+
+        identity = text_column(self._role(frame, "identity")).fillna("").astype(str).str.strip()
+        mark(identity.str.lower().isin(PLACEHOLDER_IDENTITIES).to_numpy(), "missing_identity")
+        mark((identity.str.len() > MAX_IDENTITY_CHARS).to_numpy(), "identity_too_long")
+
+        event_ids = self._role(frame, "event_id")
+        if event_ids is not None:
+            event_id_text = text_column(event_ids).fillna("").astype(str).str.strip()
+            mark((event_id_text == "").to_numpy(), "missing_event_id")
+
+        names = self.namer.names(
+            None if (c := self._role(frame, "item_type")) is None else text_column(c),
+            None if (c := self._role(frame, "event_type")) is None else text_column(c),
+            n,
+        )
+        name_lengths = np.fromiter((len(x) for x in names), dtype="int64", count=n)
+        mark(name_lengths == 0, "no_event_name")
+        mark(name_lengths > MAX_EVENT_NAME_CHARS, "event_name_too_long")
+
+        result = MappedChunk(events=[], rows=np.flatnonzero(outcome == ""))
+        for position in np.flatnonzero(outcome != ""):
+            reason = outcome[position]
+            kind = "skipped" if reason in SKIP_REASONS else "invalid"
+            result.rejected.append((int(position), reason, kind))
+            (result.skipped if kind == "skipped" else result.invalid)[reason] += 1
+
+        rows = result.rows
+        if len(rows) == 0:
+            return result
+        good = frame.iloc[rows].reset_index(drop=True)
+        good_identity = identity.to_numpy()[rows]
+        good_times = times[rows]
+        good_names = names[rows]
+        if event_ids is not None:
+            keys = keys_from_event_ids(event_id_text.to_numpy()[rows])
+        else:
+            keys = keys_from_fields(
+                good_identity,
+                good_times.tolist(),
+                good_names,
+                self._optional_text(good, "item_id"),
+                self._optional_text(good, "session_id"),
+            )
+        cleaner = PropertyCleaner()
+        prop_keys = [property_key(c) for c in self.bound.properties]
+        prop_columns = [cleaner.column(good[c]) for c in self.bound.properties]
+        stamps = format_ms(good_times).tolist()
+        events = result.events
+        for i, values in enumerate(zip(*prop_columns, strict=True) if prop_columns else ((),) * len(rows)):
+            properties = {k: v for k, v in zip(prop_keys, values, strict=True) if v is not None}
+            event: dict[str, Any] = {
+                "identity": good_identity[i],
+                "event": good_names[i],
+                "timestamp": stamps[i],
+                "idempotency_key": keys[i],
+            }
+            if properties:
+                event["properties"] = properties
+            events.append(event)
+        result.truncated_values = cleaner.truncated
+        return result
+
+    def _optional_text(self, frame: pd.DataFrame, role: str) -> list[str]:
+        series = self._role(frame, role)
+        if series is None:
+            return [""] * len(frame)
+        return text_column(series).fillna("").astype(str).str.strip().tolist()

@@ -1,0 +1,76 @@
+"""Heap event properties: flat, string or number values, fewer than 1024 characters each.
+
+Booleans become ``"true"`` / ``"false"``, empty strings and NaN are dropped, nested objects are
+flattened with dotted keys, arrays are joined with ``||`` (as Heap itself does), and long strings are
+cut to 1023 characters and counted, so a report can say how many values were shortened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+MAX_CHARS = 1023
+
+
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield (dotted key, leaf) pairs of a JSON value; lists stay leaves (joined later)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+class PropertyCleaner:
+    """Turns column values into Heap-ready values; counts truncations."""
+
+    def __init__(self) -> None:
+        self.truncated = 0
+
+    def value(self, value: Any) -> str | int | float | None:
+        """One value -> a Heap property value, or None to drop it."""
+        if value is None or value is pd.NA or value is pd.NaT:
+            return None
+        if isinstance(value, (bool, np.bool_)):
+            return "true" if value else "false"
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)):
+            return float(value) if math.isfinite(value) else None
+        if isinstance(value, (list, tuple)):
+            parts = [self.value(v) for v in value]
+            value = "||".join(str(p) for p in parts if p is not None)
+        elif isinstance(value, dict):
+            value = str(value)
+        elif not isinstance(value, str):
+            value = value.isoformat() if hasattr(value, "isoformat") else str(value)
+        if not value.strip():
+            return None
+        if len(value) > MAX_CHARS:
+            self.truncated += 1
+            return value[:MAX_CHARS]
+        return value
+
+    def column(self, series: pd.Series) -> list[Any]:
+        """A whole column at once; string columns take a vectorised path."""
+        if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
+            text = series.astype(object)
+            empty = series.isna() | (series.str.strip() == "")
+            long = (series.str.len() > MAX_CHARS).fillna(False)
+            if long.any():
+                self.truncated += int(long.sum())
+                text = text.where(~long, series.str.slice(0, MAX_CHARS).astype(object))
+            return text.where(~empty.fillna(True), None).tolist()
+        if pd.api.types.is_integer_dtype(series) and not series.hasnans:
+            return [int(v) for v in series.to_numpy()]
+        return [self.value(v) for v in series.tolist()]
+
+
+def property_key(key: str) -> str:
+    """Keys are kept as the source spells them (Heap keys are case-sensitive), capped in length."""
+    return key[:MAX_CHARS]

@@ -1,0 +1,160 @@
+"""The demo: replay one sample day into the bundled Heap emulator, then the same day again.
+
+Run through ``python3 dev.py demo`` (which prepares the environment). It starts the emulator on a
+free loopback port with Heap's documented limits, runs the DAG ``walkme_to_heap_sample_webhooks``
+for 2024-03-10 with ``dag.test()``, prints the replay summary and what the emulator received, runs
+the same day again and shows that the emulator holds no duplicate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.request import urlopen
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_emulator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port_file = workdir / "emulator.port"
+    port_file.unlink(missing_ok=True)
+    log_file = (workdir / "emulator.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "walkme_heap.emulator", "--port", "0", "--port-file", str(port_file)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if port_file.exists() and port_file.read_text().strip():
+            url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+            try:
+                urlopen(f"{url}/_emulator/health", timeout=1).read()
+                return process, url
+            except OSError:
+                pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    sys.exit(f"the Heap emulator did not start; see {workdir / 'emulator.log'}")
+
+
+@contextlib.contextmanager
+def task_log_to(path: Path | None) -> Iterator[None]:
+    """Send Airflow's console output (scheduler-in-process and task log) to a file, fd-level."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("ab") as target:
+        os.dup2(target.fileno(), 1)
+        os.dup2(target.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def emulator_stats(url: str) -> dict:
+    with urlopen(f"{url}/_emulator/stats", timeout=5) as response:
+        return json.load(response)
+
+
+def print_run(title: str, summary: dict, stats: dict) -> None:
+    print(f"\n=== {title} ===")
+    print(f"  rows read          {summary['read']}")
+    print(f"  events sent        {summary['sent']}")
+    print(f"  batches            {summary['batches']}")
+    print(f"  invalid rows       {summary['invalid']}")
+    for reason, count in summary["invalid_by_reason"].items():
+        print(f"    {reason:<22} {count}")
+    print(f"  skipped rows       {summary['skipped']}")
+    for reason, count in summary["skipped_by_reason"].items():
+        print(f"    {reason:<22} {count}")
+    print(f"  values truncated   {summary['truncated_values']}")
+    print(f"  seconds            {summary['seconds']}")
+    accounted = summary["sent"] + summary["invalid"] + summary["skipped"]
+    print(f"  reconciles         read {summary['read']} = sent + invalid + skipped = {accounted}")
+    print("  Heap emulator holds")
+    print(f"    requests           {stats.get('requests', 0)}")
+    print(f"    events received    {stats.get('accepted_events', 0)}")
+    print(f"    unique events      {stats.get('unique_events', 0)}")
+    print(f"    duplicates ignored {stats.get('duplicate_events', 0)}")
+    print(
+        f"    429 / 400 / 5xx    {stats.get('throttled_429', 0)} / "
+        f"{stats.get('rejected_400', 0)} / {stats.get('errors_5xx', 0)}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", default="sample_webhooks")
+    parser.add_argument("--day", default="2024-03-10", help="UTC day to replay")
+    parser.add_argument("--verbose", action="store_true", help="show Airflow's task log")
+    args = parser.parse_args()
+    workdir = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    process, url = start_emulator(workdir)
+    os.environ["AIRFLOW_CONN_HEAP_DEFAULT"] = json.dumps(
+        {"conn_type": "heap", "host": url, "login": "walkme-heap-demo"}
+    )
+    task_log = None if args.verbose else workdir / "demo-task.log"
+    if task_log is not None:
+        task_log.write_bytes(b"")
+    from walkme_heap.local_run import run_dag
+
+    day = datetime.fromisoformat(args.day).replace(tzinfo=UTC)
+    logical_date = day + timedelta(days=1)  # the daily run for D covers [D-1, D)
+    dag_id = f"walkme_to_heap_{args.pipeline}"
+    print(f"Heap emulator on {url} (Heap's limits: 15,000 events/min per app, 1,000 per identity)")
+    print(f"Replaying {args.day} with DAG {dag_id} ...", flush=True)
+    try:
+        with task_log_to(task_log):
+            first = run_dag(ROOT / "dags", dag_id, logical_date)
+        if first.state != "success" or first.summary is None:
+            print(f"first run ended {first.state}; the task log is in {task_log}")
+            return 1
+        after_first = emulator_stats(url)
+        print_run(f"run 1 of {args.day}", first.summary, after_first)
+
+        print(f"\nReplaying {args.day} again ...", flush=True)
+        with task_log_to(task_log):
+            second = run_dag(ROOT / "dags", dag_id, logical_date)
+        if second.state != "success" or second.summary is None:
+            print(f"second run ended {second.state}; the task log is in {task_log}")
+            return 1
+        after_second = emulator_stats(url)
+        print_run(f"run 2 of {args.day} (same day again)", second.summary, after_second)
+
+        unique_1, unique_2 = after_first["unique_events"], after_second["unique_events"]
+        verdict = "no duplicate in Heap" if unique_1 == unique_2 else "DUPLICATES CREATED"
+        print(
+            f"\nUnique events in the emulator after run 1: {unique_1}, after run 2: {unique_2} -> {verdict}."
+        )
+        if task_log is not None:
+            print(f"Airflow's task logs: {task_log} (or run the demo with --verbose)")
+        return 0 if unique_1 == unique_2 else 1
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
