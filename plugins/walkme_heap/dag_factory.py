@@ -46,13 +46,12 @@ def _params() -> dict[str, Param]:
 
 def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
     """The DAG of one pipeline: a single replay task per data interval."""
+    schedule = None
     try:
-        schedule = (
-            None
-            if pipeline.schedule.lower() in ("none", "manual")
-            else CronDataIntervalTimetable(pipeline.schedule, timezone="UTC")
-        )
-    except Exception as exc:
+        if pipeline.schedule.lower() not in ("none", "manual"):
+            schedule = CronDataIntervalTimetable(pipeline.schedule, timezone="UTC")
+            schedule.validate()
+    except Exception as exc:  # any cron parsing error becomes a configuration error
         raise ConfigError(
             f"pipeline '{pipeline.name}': key 'schedule' is not a valid cron expression or "
             f"preset: {pipeline.schedule!r} ({exc})"

@@ -26,7 +26,7 @@ def run_dag(
     conf: dict[str, Any] | None = None,
 ) -> DagTestResult:
     """Run every task of one DAG run in-process; return its state and the replay summary."""
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 

@@ -1,0 +1,95 @@
+"""pipelines.yaml: the bundled file is valid, and every error names the pipeline and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from walkme_heap.config import ConfigError, load_pipelines
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = """
+pipelines:
+  p1:
+    start_date: 2024-03-10
+    source:
+      path: data/{date:%Y-%m-%d}.csv
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_bundled_configuration_is_valid() -> None:
+    names = {p.name: p for p in load_pipelines(ROOT / "include" / "pipelines.yaml")}
+    assert set(names) == {"sample_webhooks", "sample_survey_report"}
+    webhooks = names["sample_webhooks"]
+    assert webhooks.dag_id == "walkme_to_heap_sample_webhooks"
+    assert webhooks.heap_conn_id == "heap_default"
+    assert Path(webhooks.source.path).is_absolute()
+    assert names["sample_survey_report"].mapping.preset == "report"
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    (pipeline,) = load_pipelines(write(tmp_path, BASE))
+    assert pipeline.source.path == str(tmp_path / "data/{date:%Y-%m-%d}.csv")
+    assert (pipeline.schedule, pipeline.heap_conn_id, pipeline.catchup) == ("@daily", "heap_default", True)
+    assert pipeline.mapping.preset == "webhook" and pipeline.source.on_missing == "fail"
+    assert pipeline.start_date.isoformat() == "2024-03-10T00:00:00+00:00"
+
+
+def test_environment_variable_selects_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(write(tmp_path, BASE)))
+    assert [p.name for p in load_pipelines()] == ["p1"]
+
+
+@pytest.mark.parametrize(
+    ("addition", "message"),
+    [
+        ("    colour: blue\n", "pipeline 'p1': key 'colour' is not a known setting"),
+        ("    mapping:\n      preset: csv\n", "key 'mapping.preset' must be one of webhook, report"),
+        ("    mapping:\n      properties:\n        include: 5\n", "key 'mapping.properties.include'"),
+        ("    mapping:\n      event_name:\n        constant: ''\n", "mapping.event_name.constant"),
+        ("    mapping:\n      event_name:\n        names: {wt: X}\n", "'item_type.event_type'"),
+        ("    mapping:\n      columns:\n        who: [a]\n", "key 'mapping.columns.who' is not a known"),
+        ("    retries: yes\n", "key 'retries' must be int"),
+        ("    end_date: 2024-03-01\n", "key 'end_date' must be after start_date"),
+        ("    mapping:\n      preset: none\n", "key 'mapping.columns.identity' is required"),
+    ],
+)
+def test_errors_name_pipeline_and_key(tmp_path: Path, addition: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="pipeline 'p1'") as info:
+        load_pipelines(write(tmp_path, BASE + addition))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            BASE.replace("      path: data/{date:%Y-%m-%d}.csv\n", "      type: csv\n"),
+            "key 'source.path' is required",
+        ),
+        (
+            BASE.replace("type: csv", "").replace("path:", "on_missing: ignore\n      path:"),
+            "key 'source.on_missing' must be one of fail, skip",
+        ),
+        (BASE.replace("    start_date: 2024-03-10\n", ""), "key 'start_date' is required"),
+        (BASE.replace("start_date: 2024-03-10", "start_date: soon"), "key 'start_date' must be a date"),
+        (BASE.replace("  p1:", "  bad-name:"), "only letters, digits and underscores"),
+        ("pipelines: [1]\n", "key 'pipelines' must be dict"),
+        ("pipelines:\n  p: [\n", "not valid YAML"),
+    ],
+)
+def test_more_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_pipelines(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_pipelines(tmp_path / "nope.yaml")

@@ -1,0 +1,79 @@
+"""pipelines.yaml -> DAGs, the way Airflow parses them; bad configuration fails at parse time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from walkme_heap.dag_factory import build_dags
+from walkme_heap.operators.replay import WalkMeToHeapOperator
+
+from tests.conftest import DATA, ROOT
+
+
+def dagbag(monkeypatch: pytest.MonkeyPatch, config: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(config))
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_bundled_pipelines_become_dags(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = dagbag(monkeypatch, ROOT / "include" / "pipelines.yaml")
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"walkme_to_heap_sample_webhooks", "walkme_to_heap_sample_survey_report"}
+
+
+def test_dag_shape() -> None:
+    dag = build_dags(DATA / "e2e" / "pipelines.yaml")["walkme_to_heap_e2e"]
+    from airflow.sdk import CronDataIntervalTimetable
+
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.catchup is True and dag.max_active_runs == 1
+    assert set(dag.params.keys()) == {"start", "end", "dry_run"}
+    task = dag.get_task("replay")
+    assert isinstance(task, WalkMeToHeapOperator)
+    assert task.heap_conn_id == "heap_default" and task.retries == 0
+    assert set(WalkMeToHeapOperator.template_fields) == {"source", "dry_run"}
+
+
+def test_bad_configuration_is_an_import_error_naming_pipeline_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "pipelines.yaml"
+    bad.write_text(
+        "pipelines:\n  p1:\n    start_date: 2024-03-10\n    source: {path: x.csv}\n"
+        "    mapping: {preset: webhok}\n"
+    )
+    bag = dagbag(monkeypatch, bad)
+    (message,) = bag.import_errors.values()
+    assert "pipeline 'p1': key 'mapping.preset' must be one of webhook, report" in message
+
+
+def test_bad_schedule_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "pipelines.yaml"
+    bad.write_text(
+        "pipelines:\n  p1:\n    start_date: 2024-03-10\n    schedule: every day\n    source: {path: x.csv}\n"
+    )
+    from walkme_heap.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pipeline 'p1': key 'schedule'"):
+        build_dags(bad)
+
+
+@pytest.mark.e2e
+def test_the_demo_runs_and_proves_no_duplicate(airflow_db: Path) -> None:
+    env = {**os.environ, "WALKME_HEAP_CONFIG": str(ROOT / "include" / "pipelines.yaml")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "rows read          497" in result.stdout
+    assert "after run 1: 481, after run 2: 481 -> no duplicate in Heap" in result.stdout

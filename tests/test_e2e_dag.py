@@ -1,0 +1,165 @@
+"""End to end: the real DAG, run by Airflow (``dag.test()``), against the Heap emulator over HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from walkme_heap.emulator import HeapEmulator
+from walkme_heap.local_run import DagTestResult, run_dag
+
+from tests.conftest import DATA, ROOT, received
+
+pytestmark = pytest.mark.e2e
+
+DAY_RUN = datetime(2024, 3, 11, tzinfo=UTC)  # the daily run for 2024-03-10 covers [03-10, 03-11)
+
+EXPECTED = [
+    {
+        "app_id": "test-app",
+        "identity": "u-alice",
+        "event": "WalkMe Walk-Thru Started",
+        "timestamp": "2024-03-10T00:00:00.000+00:00",
+        "idempotency_key": "wmh1-5a6769b33b471622e3d23590eaeff4bd",
+        "properties": {
+            "type": "play",
+            "oId": "152605",
+            "oName": "Deploy Apps",
+            "sId": "s-1",
+            "ctx.title": "Home",
+            "wm.userVars.plan": "enterprise",
+        },
+    },
+    {
+        "app_id": "test-app",
+        "identity": "u-bob",
+        "event": "WalkMe Walk-Thru Goal Reached",
+        "timestamp": "2024-03-10T23:59:59.999+00:00",
+        "idempotency_key": "wmh1-cbdbf71c3ccfa9407a34361381f1a79e",
+        "properties": {
+            "type": "goalReach",
+            "oId": "152605",
+            "oName": "Deploy Apps",
+            "sId": "s-2",
+            "ctx.title": "Line1\nLine2",
+        },
+    },
+    {
+        "app_id": "test-app",
+        "identity": "u-grace",
+        "event": "WalkMe Survey Submitted",
+        "timestamp": "2024-03-10T08:40:00.000+00:00",
+        "idempotency_key": "wmh1-6a6575f8d8615de24e2dcccf591d044d",
+        "properties": {
+            "type": "submitted",
+            "oId": "7731",
+            "oName": "How easy?",
+            "sId": "s-4",
+            "value": "9",
+            "ctx.title": "日本語タイトル",
+        },
+    },
+    {
+        "app_id": "test-app",
+        "identity": "u-heidi",
+        "event": "WalkMe Onboarding Task Completed",
+        "timestamp": "2024-03-10T11:26:40.000+00:00",
+        "idempotency_key": "wmh1-685cbaf40d6941fb14c9573923661923",
+        "properties": {"oId": "9102", "oName": "Profile", "sId": "s-5"},
+    },
+    {
+        "app_id": "test-app",
+        "identity": "u-ivan",
+        "event": "WalkMe Launcher Clicked",
+        "timestamp": "2024-03-10T14:13:20.000+00:00",
+        "idempotency_key": "wmh1-b44218476c9e30e9a57a08495f20cfcb",
+        "properties": {"type": "click", "oId": "40977", "oName": "Help", "sId": "s-6"},
+    },
+]
+
+
+@pytest.fixture
+def e2e(airflow_db: Path, heap_connection: HeapEmulator, monkeypatch: pytest.MonkeyPatch) -> HeapEmulator:
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(DATA / "e2e" / "pipelines.yaml"))
+    return heap_connection
+
+
+def run(dag: str, logical_date: datetime = DAY_RUN, conf: dict | None = None) -> DagTestResult:
+    return run_dag(ROOT / "dags", f"walkme_to_heap_{dag}", logical_date, conf)
+
+
+def by_key(events: list[dict]) -> list[dict]:
+    return sorted(events, key=lambda e: e["idempotency_key"])
+
+
+def stats(emulator: HeapEmulator) -> dict:
+    return requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()
+
+
+def test_replays_one_day_exactly(e2e: HeapEmulator, capfd: pytest.CaptureFixture[str]) -> None:
+    result = run("e2e")
+    output = capfd.readouterr()
+    assert result.state == "success", output.out[-3000:]
+    assert by_key(received(e2e)) == by_key(EXPECTED)
+    summary = result.summary
+    assert summary is not None
+    assert (summary["read"], summary["sent"], summary["batches"]) == (10, 5, 1)
+    assert summary["invalid_by_reason"] == {"missing_identity": 1, "unparsable_time": 1}
+    assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 2}
+    assert summary["read"] == summary["sent"] + summary["invalid"] + summary["skipped"]
+    assert summary["window"] == {"start": "2024-03-10T00:00:00+00:00", "end": "2024-03-11T00:00:00+00:00"}
+    for identity in ("u-alice", "u-bob", "u-grace", "u-heidi", "u-ivan"):
+        assert identity not in output.out + output.err, "identities must not reach the logs"
+
+
+def test_running_the_same_day_again_creates_no_duplicate(e2e: HeapEmulator) -> None:
+    assert run("e2e").state == "success"
+    assert run("e2e").state == "success"
+    counts = stats(e2e)
+    assert (counts["unique_events"], counts["duplicate_events"]) == (5, 5)
+    assert by_key(received(e2e)) == by_key(EXPECTED)
+
+
+def test_dry_run_sends_nothing(e2e: HeapEmulator) -> None:
+    result = run("e2e", conf={"dry_run": True})
+    assert result.state == "success" and result.summary is not None
+    assert result.summary["dry_run"] is True and result.summary["sent"] == 5
+    assert stats(e2e).get("requests", 0) == 0
+
+
+def test_a_ui_range_replays_each_day_file(e2e: HeapEmulator) -> None:
+    result = run("e2e_skip_missing", conf={"start": "2024-03-09", "end": "2024-03-12"})
+    assert result.state == "success" and result.summary is not None
+    assert result.summary["origins"] == 1  # 03-09 and 03-11 have no file and are skipped
+    assert (result.summary["read"], result.summary["sent"]) == (10, 7)  # both late rows now fit
+
+
+def test_invalid_range_fails_before_reading(e2e: HeapEmulator) -> None:
+    result = run("e2e", conf={"start": "2024-03-12", "end": "2024-03-10"})
+    assert result.state == "failed"
+    assert stats(e2e).get("requests", 0) == 0
+
+
+def test_missing_day_file_fails_with_nothing_sent(e2e: HeapEmulator) -> None:
+    result = run("e2e", logical_date=datetime(2024, 3, 12, tzinfo=UTC))
+    assert result.state == "failed"
+    assert stats(e2e).get("requests", 0) == 0
+
+
+def test_missing_columns_fail_before_anything_is_sent(
+    e2e: HeapEmulator, capfd: pytest.CaptureFixture
+) -> None:
+    result = run("e2e_bad_columns")
+    assert result.state == "failed"
+    assert "missing required columns: identity (looked for Customer Key)" in capfd.readouterr().out
+    assert stats(e2e).get("requests", 0) == 0
+
+
+def test_a_refused_batch_fails_the_task_with_heaps_message(e2e: HeapEmulator, capfd) -> None:
+    requests.post(f"{e2e.url}/_emulator/config", json={"poison": "u-grace"}, timeout=5)
+    result = run("e2e")
+    assert result.state == "failed"
+    out = capfd.readouterr().out
+    assert "Heap refused batch 1 (5 events): HTTP 400: postBody.events[2] was rejected" in out
