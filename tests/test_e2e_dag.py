@@ -163,3 +163,19 @@ def test_a_refused_batch_fails_the_task_with_heaps_message(e2e: HeapEmulator, ca
     assert result.state == "failed"
     out = capfd.readouterr().out
     assert "Heap refused batch 1 (5 events): HTTP 400: postBody.events[2] was rejected" in out
+
+
+def test_object_storage_path_with_a_connection(
+    e2e: HeapEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(
+        "pipelines:\n  remote:\n    start_date: 2024-03-10\n    retries: 0\n    source:\n"
+        f"      path: file://{DATA}/e2e/walkme_*_{{date:%Y-%m-%d}}.csv\n      conn_id: local_fs\n"
+        "    mapping:\n      event_name: {event_type: complete}\n      properties: {exclude: [oType]}\n"
+    )
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(config))
+    monkeypatch.setenv("AIRFLOW_CONN_LOCAL_FS", '{"conn_type": "fs"}')
+    result = run("remote")
+    assert result.state == "success"
+    assert by_key(received(e2e)) == by_key(EXPECTED)
