@@ -6,6 +6,7 @@ import json
 
 import orjson
 import pytest
+
 from walkme_heap.delivery.batching import Batcher
 from walkme_heap.emulator.validation import validate_body
 

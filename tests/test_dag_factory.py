@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from walkme_heap.dag_factory import build_dags
-from walkme_heap.operators.replay import WalkMeToHeapOperator
 
 from tests.conftest import DATA, ROOT
+from walkme_heap.dag_factory import build_dags
+from walkme_heap.operators.replay import WalkMeToHeapOperator
 
 
 def dagbag(monkeypatch: pytest.MonkeyPatch, config: Path):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from walkme_heap.emulator import HeapEmulator
-from walkme_heap.local_run import DagTestResult, run_dag
 
 from tests.conftest import DATA, ROOT, received
+from walkme_heap.emulator import HeapEmulator
+from walkme_heap.local_run import DagTestResult, run_dag
 
 pytestmark = pytest.mark.e2e
 

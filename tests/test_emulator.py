@@ -6,6 +6,7 @@ import json
 
 import pytest
 import requests
+
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.emulator.limits import RateLimiter
 from walkme_heap.emulator.validation import HeapValidationError, validate_body

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from walkme_heap.delivery.client import HeapClient, HeapConfigError, HeapRequestError, check_base_url
 from walkme_heap.emulator import HeapEmulator
 from walkme_heap.hooks.heap import HeapHook, base_url_from

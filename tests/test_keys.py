@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from walkme_heap.mapping.keys import (
     SCHEME,
     key_from_event_id,

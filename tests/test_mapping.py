@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from walkme_heap.mapping.columns import MissingColumnsError, bind_columns, normalise_header
 from walkme_heap.mapping.keys import key_from_event_id, key_from_fields
 from walkme_heap.mapping.mapper import MappedChunk, Mapper

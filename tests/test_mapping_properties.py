@@ -9,6 +9,7 @@ import hypothesis
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from walkme_heap.emulator.validation import validate_body
 from walkme_heap.mapping.columns import bind_columns
 from walkme_heap.mapping.mapper import Mapper

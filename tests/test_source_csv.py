@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from walkme_heap.sources.base import SourceError, SourceMissingError
-from walkme_heap.sources.files import CsvSource, expand_paths
+from walkme_heap.sources.csv_files import CsvSource
+from walkme_heap.sources.files import expand_paths
 from walkme_heap.window import Window
 
 DAY = Window(datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 11, tzinfo=UTC))

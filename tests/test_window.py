@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from walkme_heap.window import Window, WindowError, resolve_window
 
 D10 = datetime(2024, 3, 10, tzinfo=UTC)

@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from walkme_heap.mapping.presets import PRESETS, ROLES
 from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, EventNameSpec, MappingSpec
+from walkme_heap.sources.sql import TIME_TYPES
 
 CONFIG_ENV = "WALKME_HEAP_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "pipelines.yaml"
 DEFAULT_HEAP_CONN_ID = "heap_default"
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
+SOURCE_TYPES = ("csv", "jsonl", "sql")
 
 
 class ConfigError(ValueError):
@@ -29,14 +32,20 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Where a pipeline's rows come from."""
+    """Where a pipeline's rows come from: files (csv, jsonl) or a SQL connection (sql)."""
 
-    type: str  # "csv"
-    path: str
-    conn_id: str | None = None  # an Airflow connection for object storage (ObjectStoragePath)
-    on_missing: str = "fail"  # "fail" or "skip" (a missing day replays zero rows)
+    type: str  # "csv", "jsonl" or "sql"
+    path: str | None = None  # files: local path or URL, with {date:...} and globs
+    conn_id: str | None = None  # files: object storage connection; sql: the SQL connection
+    on_missing: str = "fail"  # files: "fail" or "skip" (a missing day replays zero rows)
     chunk_rows: int = 50_000
-    delimiter: str = ","
+    delimiter: str = ","  # csv
+    table: str | None = None  # sql: a table (or view) ...
+    query_file: str | None = None  # sql: ... or a query using :window_start and :window_end
+    time_column: str | None = None  # sql table: the event-time column the window applies to
+    time_type: str = "timestamptz"  # sql: timestamptz, timestamp (naive UTC), epoch_ms, epoch_s
+    order_by: tuple[str, ...] = ()  # sql table: deterministic order (default: time column)
+    payload_column: str | None = None  # sql: a JSON column holding the raw webhook payload
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class Pipeline:
     max_active_runs: int = 1
     retries: int = 2
     tags: tuple[str, ...] = field(default_factory=tuple)
+    source_config: dict[str, Any] = field(default_factory=dict)  # as written, for the operator
     mapping_config: dict[str, Any] = field(default_factory=dict)  # as written, for the operator
 
     @property
@@ -138,22 +148,53 @@ def _when(section: _Section, name: str, required: bool) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _resolve(path: str, base_dir: Path) -> str:
+    return path if "://" in path or Path(path).is_absolute() else str(base_dir / path)
+
+
 def _source(section: _Section, base_dir: Path) -> SourceSpec:
-    kind = section.choice("type", ("csv",), "csv")
-    path = section.get("path", str, required=True)
-    if "://" not in path and not Path(path).is_absolute():
-        path = str(base_dir / path)
+    kind = section.choice("type", SOURCE_TYPES, "csv")
     chunk_rows = section.get("chunk_rows", int, 50_000)
     if chunk_rows < 1:
         raise section.fail("chunk_rows", "must be at least 1")
-    spec = SourceSpec(
-        type=kind,
-        path=path,
-        conn_id=section.get("conn_id", str),
-        on_missing=section.choice("on_missing", ("fail", "skip"), "fail"),
-        chunk_rows=chunk_rows,
-        delimiter=section.get("delimiter", str, ","),
-    )
+    common = {"type": kind, "chunk_rows": chunk_rows, "conn_id": section.get("conn_id", str)}
+    if kind in ("csv", "jsonl"):
+        spec = SourceSpec(
+            **common,
+            path=_resolve(section.get("path", str, required=True), base_dir),
+            on_missing=section.choice("on_missing", ("fail", "skip"), "fail"),
+            delimiter=section.get("delimiter", str, ",") if kind == "csv" else ",",
+        )
+    else:
+        if not common["conn_id"]:
+            raise section.fail("conn_id", "is required for a sql source (an Airflow SQL connection)")
+        table, query_file = section.get("table", str), section.get("query_file", str)
+        if bool(table) == bool(query_file):
+            raise section.fail("table", "or 'query_file' is needed for a sql source, not both")
+        time_column = section.get("time_column", str)
+        if table and not time_column:
+            raise section.fail("time_column", "is required with 'table' (the event-time column)")
+        time_type = section.get("time_type", str, None if table else "timestamptz")
+        if time_type is None:
+            raise section.fail(
+                "time_type",
+                "is required with 'table': timestamptz, timestamp (naive UTC), epoch_ms or epoch_s",
+            )
+        if time_type not in TIME_TYPES:
+            raise section.fail("time_type", f"must be one of {', '.join(TIME_TYPES)}, got {time_type!r}")
+        if query_file:
+            query_file = _resolve(query_file, base_dir)
+            if not Path(query_file).is_file():
+                raise section.fail("query_file", f"names no file: {query_file}")
+        spec = SourceSpec(
+            **common,
+            table=table,
+            query_file=query_file,
+            time_column=time_column,
+            time_type=time_type,
+            order_by=section.strings("order_by"),
+            payload_column=section.get("payload_column", str),
+        )
     section.done()
     return spec
 
@@ -238,6 +279,7 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
         max_active_runs=top.get("max_active_runs", int, 1),
         retries=top.get("retries", int, 2),
         tags=top.strings("tags"),
+        source_config=dict(top.data.get("source") or {}),
         mapping_config=dict(top.data.get("mapping") or {}),
     )
     top.done()

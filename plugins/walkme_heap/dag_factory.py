@@ -6,11 +6,11 @@ D covers [D-1, D)); Airflow 3's plain ``schedule="@daily"`` gives zero-length in
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+
 from walkme_heap.config import ConfigError, Pipeline, config_path, load_pipelines
 from walkme_heap.operators.replay import WalkMeToHeapOperator
 
@@ -72,7 +72,7 @@ def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
         WalkMeToHeapOperator(
             task_id="replay",
             pipeline=pipeline.name,
-            source={k: v for k, v in asdict(pipeline.source).items() if v is not None},
+            source=pipeline.source_config,
             mapping=pipeline.mapping_config,
             heap_conn_id=pipeline.heap_conn_id,
             config_dir=str(config_dir),

@@ -8,6 +8,7 @@ strings, so a day of millions of rows stays small.
 from __future__ import annotations
 
 import numpy as np
+
 from walkme_heap.mapping.keys import key_hashes
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+
 from walkme_heap.dedupe import SeenKeys
 from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS, Batch, Batcher
 from walkme_heap.delivery.client import HeapClient, HeapRequestError

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseHook
+
 from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS
 from walkme_heap.delivery.client import EU_BASE_URL, US_BASE_URL, HeapClient, HeapConfigError
 

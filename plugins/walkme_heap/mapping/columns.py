@@ -63,16 +63,21 @@ def bind_columns(spec: MappingSpec, headers: list[str], origin: str) -> BoundCol
         )
         raise MissingColumnsError(f"{origin}: missing required columns: {described}{hint}")
 
+    return BoundColumns(roles=roles, properties=property_columns(spec, headers, roles))
+
+
+def property_columns(spec: MappingSpec, headers: list[str], roles: dict[str, str | None]) -> list[str]:
+    """Columns sent as properties: all but identity, time and environment, filtered by globs."""
     not_properties = {roles["identity"], roles["timestamp"], roles["environment"]}
     excluded = [*PRESET_EXCLUDED_PROPERTIES.get(spec.preset or "", []), *spec.exclude_properties]
-    properties = [
+    return [
         h
         for h in headers
         if h not in not_properties
+        and str(h).strip()
         and not _matches_any(h, excluded)
         and (not spec.include_properties or _matches_any(h, spec.include_properties))
     ]
-    return BoundColumns(roles=roles, properties=properties)
 
 
 def _matches_any(header: str, patterns: tuple[str, ...] | list[str]) -> bool:

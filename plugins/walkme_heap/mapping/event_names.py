@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from walkme_heap.mapping.presets import EVENT_TYPE_NAMES, ITEM_TYPE_NAMES, PAIR_NAMES
 from walkme_heap.mapping.spec import EventNameSpec
 

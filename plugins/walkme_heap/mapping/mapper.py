@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from walkme_heap.mapping.columns import BoundColumns
+
+from walkme_heap.mapping.columns import BoundColumns, property_columns
 from walkme_heap.mapping.event_names import EventNamer
 from walkme_heap.mapping.keys import keys_from_event_ids, keys_from_fields
 from walkme_heap.mapping.properties import PropertyCleaner, property_key
@@ -57,11 +59,9 @@ class MappedChunk:
 def text_column(series: pd.Series) -> pd.Series:
     """Canonical text of ids: ints without ``.0``, strings as they are, missing stays missing."""
     if pd.api.types.is_float_dtype(series):
-        finite = series.notna()
+        present = series.notna()
         out = pd.Series([None] * len(series), index=series.index, dtype=object)
-        values = series[finite]
-        integral = values == np.floor(values)
-        out[finite] = np.where(integral, values.astype("int64").astype(str), values.astype(str))
+        out[present] = [_canonical_text(float(v)) for v in series[present].to_numpy()]
         return out
     if pd.api.types.is_integer_dtype(series):
         return series.astype("Int64").astype("string").astype(object).where(series.notna(), None)
@@ -75,6 +75,8 @@ def _canonical_text(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return str(int(value))
     return value if isinstance(value, str) else str(value)
 
 
@@ -85,10 +87,23 @@ class Mapper:
         self.spec = spec
         self.bound = bound
         self.namer = EventNamer(spec.event_name)
+        self._property_cache: dict[tuple[str, ...], list[str]] = {}
 
     def _role(self, frame: pd.DataFrame, role: str) -> pd.Series | None:
+        """The role's column; all-missing when a chunk lacks it (JSON keys vary row to row)."""
         column = self.bound.roles.get(role)
-        return None if column is None else frame[column]
+        if column is None:
+            return None
+        if column not in frame.columns:
+            return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        return frame[column]
+
+    def _properties(self, columns: list[str]) -> list[str]:
+        """Property columns for a chunk's columns (cached: most chunks share the bound headers)."""
+        key = tuple(columns)
+        if key not in self._property_cache:
+            self._property_cache[key] = property_columns(self.spec, columns, self.bound.roles)
+        return self._property_cache[key]
 
     def map_chunk(self, frame: pd.DataFrame, start_ms: int, end_ms: int) -> MappedChunk:
         n = len(frame)
@@ -98,7 +113,7 @@ class Mapper:
         def mark(mask: np.ndarray, reason: str) -> None:
             outcome[(outcome == "") & mask] = reason
 
-        times = to_epoch_ms(frame[self.bound.roles["timestamp"]])
+        times = to_epoch_ms(self._role(frame, "timestamp"))
         mark(times == INVALID_MS, "unparsable_time")
         mark((times < start_ms) | (times >= end_ms), "outside_window")
 
@@ -150,8 +165,9 @@ class Mapper:
                 self._optional_text(good, "session_id"),
             )
         cleaner = PropertyCleaner()
-        prop_keys = [property_key(c) for c in self.bound.properties]
-        prop_columns = [cleaner.column(good[c]) for c in self.bound.properties]
+        property_names = self._properties([str(c) for c in frame.columns])
+        prop_keys = [property_key(c) for c in property_names]
+        prop_columns = [cleaner.column(good[c]) for c in property_names]
         stamps = format_ms(good_times).tolist()
         events = result.events
         for i, values in enumerate(zip(*prop_columns, strict=True) if prop_columns else ((),) * len(rows)):

@@ -1,29 +1,20 @@
 """Heap event properties: flat, string or number values, fewer than 1024 characters each.
 
-Booleans become ``"true"`` / ``"false"``, empty strings and NaN are dropped, nested objects are
-flattened with dotted keys, arrays are joined with ``||`` (as Heap itself does), and long strings are
-cut to 1023 characters and counted, so a report can say how many values were shortened.
+Booleans become ``"true"`` / ``"false"``, empty strings and NaN are dropped, arrays are joined with
+``||`` (as Heap itself does), and long strings are cut to 1023 characters and counted, so a report
+can say how many values were shortened. Sources flatten nested objects into dotted keys.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 MAX_CHARS = 1023
-
-
-def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Yield (dotted key, leaf) pairs of a JSON value; lists stay leaves (joined later)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from flatten(item, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, value
 
 
 class PropertyCleaner:
@@ -42,6 +33,10 @@ class PropertyCleaner:
             return int(value)
         if isinstance(value, (float, np.floating)):
             return float(value) if math.isfinite(value) else None
+        if isinstance(value, Decimal):  # SQL NUMERIC
+            if not value.is_finite():
+                return None
+            return int(value) if value == value.to_integral_value() else float(value)
         if isinstance(value, (list, tuple)):
             parts = [self.value(v) for v in value]
             value = "||".join(str(p) for p in parts if p is not None)

@@ -7,15 +7,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
-from walkme_heap.config import ConfigError, parse_mapping, parse_source
+from airflow.providers.common.sql.hooks.sql import DbApiHook
+from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+
+from walkme_heap.config import ConfigError, SourceSpec, parse_mapping, parse_source
 from walkme_heap.hooks.heap import HeapHook
 from walkme_heap.mapping.columns import MissingColumnsError
-from walkme_heap.replay import DeliveryError, ReplayOptions, replay
+from walkme_heap.replay import DeliveryError, ReplayOptions, Source, replay
 from walkme_heap.sources.base import SourceError, SourceMissingError
-from walkme_heap.sources.files import CsvSource
-from walkme_heap.window import WindowError, resolve_window
+from walkme_heap.sources.csv_files import CsvSource
+from walkme_heap.sources.jsonl_files import JsonLinesSource
+from walkme_heap.sources.sql import SqlSource, table_query
+from walkme_heap.window import Window, WindowError, resolve_window
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,9 +39,11 @@ class WalkMeToHeapOperator(BaseOperator):
     invalid and skipped rows by reason, batches, seconds.
 
     :param pipeline: the pipeline's name, used in messages and the summary.
-    :param source: where rows come from, as in pipelines.yaml: ``{"type": "csv", "path": ...,
-        "conn_id": ..., "on_missing": "fail"|"skip", "chunk_rows": ..., "delimiter": ...}``.
-        Templated; the path may also hold ``{date:%Y-%m-%d}`` for each day of the window.
+    :param source: where rows come from, as in pipelines.yaml: files (``{"type": "csv"|"jsonl",
+        "path": ..., "conn_id": ..., "on_missing": "fail"|"skip", "chunk_rows": ...}``; the path
+        may hold ``{date:%Y-%m-%d}`` for each day of the window) or a SQL connection
+        (``{"type": "sql", "conn_id": ..., "table": ..., "time_column": ..., "time_type": ...}`` or
+        ``"query_file"``, optional ``"order_by"``, ``"payload_column"``). Templated.
     :param mapping: how rows become events, as in pipelines.yaml (preset, columns, event_name,
         properties, include_non_production).
     :param heap_conn_id: the Heap connection (host = base URL, login = app_id).
@@ -82,6 +88,48 @@ class WalkMeToHeapOperator(BaseOperator):
 
         return factory
 
+    def _sql_hook(self, conn_id: str, where: str) -> DbApiHook:
+        """The connection's hook, which must be a SQL hook (common-sql's DbApiHook)."""
+        try:
+            hook = BaseHook.get_hook(conn_id)
+        except AirflowNotFoundException:
+            raise AirflowFailException(f"{where}: connection '{conn_id}' is not defined") from None
+        if not isinstance(hook, DbApiHook):
+            raise AirflowFailException(
+                f"{where}: connection '{conn_id}' is not a SQL connection: its hook "
+                f"{type(hook).__name__} is not a common-sql DbApiHook"
+            )
+        return hook
+
+    def _source(self, spec: SourceSpec, window: Window, where: str) -> Source:
+        """The configured source for this window."""
+        if spec.type == "sql":
+            hook = self._sql_hook(spec.conn_id or "", where)
+            if spec.table:
+                query = table_query(spec.table, spec.time_column or "", spec.order_by)
+                label = f"{spec.conn_id}:{spec.table}"
+            else:
+                query = Path(spec.query_file or "").read_text(encoding="utf-8")
+                label = f"{spec.conn_id}:{Path(spec.query_file or '').name}"
+            return SqlSource(
+                hook.get_conn,
+                hook.placeholder,
+                window,
+                query=query,
+                time_type=spec.time_type,
+                payload_column=spec.payload_column,
+                chunk_rows=spec.chunk_rows,
+                label=label,
+            )
+        options = {
+            "chunk_rows": spec.chunk_rows,
+            "on_missing": spec.on_missing,
+            "fs_factory": self._fs_factory(spec.conn_id),
+        }
+        if spec.type == "jsonl":
+            return JsonLinesSource(spec.path or "", window, **options)
+        return CsvSource(spec.path or "", window, delimiter=spec.delimiter, **options)
+
     def execute(self, context: Context) -> dict[str, Any]:
         where = f"pipeline '{self.pipeline}'"
         params = dict(context.get("params") or {})
@@ -94,17 +142,15 @@ class WalkMeToHeapOperator(BaseOperator):
             )
             source_spec = parse_source(self.source, where, Path(self.config_dir or "."))
             spec = parse_mapping(self.mapping, where)
-        except (WindowError, ConfigError) as exc:
+        except WindowError as exc:
             raise AirflowFailException(f"{where}: {exc}") from None
+        except ConfigError as exc:  # its message names the pipeline and the key
+            raise AirflowFailException(str(exc)) from None
         dry_run = _truthy(self.dry_run) or _truthy(params.get("dry_run"))
-        source = CsvSource(
-            source_spec.path,
-            window,
-            chunk_rows=source_spec.chunk_rows,
-            on_missing=source_spec.on_missing,
-            delimiter=source_spec.delimiter,
-            fs_factory=self._fs_factory(source_spec.conn_id),
-        )
+        try:
+            source = self._source(source_spec, window, where)
+        except SourceError as exc:
+            raise AirflowFailException(f"{where}: {exc}; nothing was sent") from None
         client = None
         options = ReplayOptions(dry_run=dry_run)
         if not dry_run:

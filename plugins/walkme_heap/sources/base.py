@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -27,3 +29,26 @@ class Chunk:
     frame: pd.DataFrame
     origin: str
     malformed: list[tuple[int, str]] = field(default_factory=list)
+
+
+def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, leaf) pairs of a JSON object; lists stay leaves (properties join them)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def records_frame(records: list[dict[str, Any]], index: list[int]) -> pd.DataFrame:
+    """A frame of flattened JSON records (webhook payloads), one column per dotted key.
+
+    Columns keep the payload's spelling (``wm.euId``, ``ctx.location.hostname``), so the webhook
+    preset maps a payload exactly as it maps a CSV export of the same payloads.
+    """
+    rows = [dict(flatten(record)) for record in records]
+    return (
+        pd.DataFrame.from_records(rows, index=pd.Index(index, dtype="int64"))
+        if rows
+        else (pd.DataFrame(index=pd.Index([], dtype="int64")))
+    )
