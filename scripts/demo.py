@@ -104,13 +104,25 @@ def print_run(title: str, summary: dict, stats: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipeline", default="sample_webhooks")
+    parser.add_argument(
+        "--pipeline",
+        default="sample_webhooks",
+        help="a pipeline of include/pipelines.yaml; sample_warehouse reads a SQLite warehouse",
+    )
     parser.add_argument("--day", default="2024-03-10", help="UTC day to replay")
     parser.add_argument("--verbose", action="store_true", help="show Airflow's task log")
     args = parser.parse_args()
     workdir = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
     workdir.mkdir(parents=True, exist_ok=True)
 
+    if args.pipeline == "sample_warehouse" and "AIRFLOW_CONN_WALKME_WAREHOUSE" not in os.environ:
+        from sample_warehouse import load_sqlite, payloads  # scripts/ is this script's directory
+
+        warehouse = load_sqlite(workdir / "walkme_warehouse.db", payloads())
+        os.environ["AIRFLOW_CONN_WALKME_WAREHOUSE"] = json.dumps(
+            {"conn_type": "sqlite", "host": str(warehouse)}
+        )
+        print(f"SQLite warehouse with the sample payloads: {warehouse}")
     process, url = start_emulator(workdir)
     os.environ["AIRFLOW_CONN_HEAP_DEFAULT"] = json.dumps(
         {"conn_type": "heap", "host": url, "login": "walkme-heap-demo"}

@@ -23,9 +23,9 @@ def event(i: int, size: int = 10) -> dict:
 
 def test_count_cap_and_exact_bodies() -> None:
     batcher = Batcher(app_id="app")
-    full, oversized = batcher.add(event(i) for i in range(2500))
+    full = list(batcher.add(event(i) for i in range(2500)))
     rest = batcher.flush()
-    assert oversized == [] and rest is not None
+    assert batcher.oversized == 0 and rest is not None
     batches = [*full, rest]
     assert [len(b) for b in batches] == [1000, 1000, 500]
     for batch in batches:
@@ -37,7 +37,7 @@ def test_count_cap_and_exact_bodies() -> None:
 
 def test_byte_cap_is_exact() -> None:
     batcher = Batcher(app_id="app", max_bytes=5000)
-    full, _ = batcher.add(event(i, size=300) for i in range(100))
+    full = list(batcher.add(event(i, size=300) for i in range(100)))
     last = batcher.flush()
     assert all(len(b.body) <= 5000 for b in [*full, last])
     one_more = len(orjson.dumps(event(99, size=300))) + 1  # the event and its comma
@@ -47,9 +47,17 @@ def test_byte_cap_is_exact() -> None:
 
 def test_oversized_events_are_reported_not_sent() -> None:
     batcher = Batcher(app_id="app", max_bytes=2000)
-    _, oversized = batcher.add([event(0), event(1, size=5000), event(2)])
-    assert oversized == [1]
+    assert list(batcher.add([event(0), event(1, size=5000), event(2)])) == []
+    assert batcher.oversized == 1
     assert batcher.flush().keys == [event(0)["idempotency_key"], event(2)["idempotency_key"]]
+
+
+def test_batches_come_out_as_soon_as_they_are_full() -> None:
+    batcher = Batcher(app_id="app", max_events=2)
+    produced = batcher.add(event(i) for i in range(5))
+    assert len(next(produced)) == 2  # before the remaining events are even encoded
+    assert [len(b) for b in produced] == [2]
+    assert len(batcher.flush()) == 1
 
 
 def test_invalid_settings() -> None:

@@ -27,7 +27,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_bundled_configuration_is_valid() -> None:
     names = {p.name: p for p in load_pipelines(ROOT / "include" / "pipelines.yaml")}
-    assert set(names) == {"sample_webhooks", "sample_survey_report"}
+    assert set(names) == {"sample_webhooks", "sample_survey_report", "sample_warehouse"}
+    assert names["sample_warehouse"].source.query_file == str(
+        ROOT / "include" / "sql" / "walkme_events_sqlite.sql"
+    )
     webhooks = names["sample_webhooks"]
     assert webhooks.dag_id == "walkme_to_heap_sample_webhooks"
     assert webhooks.heap_conn_id == "heap_default"
@@ -94,3 +97,53 @@ def test_more_errors(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_pipelines(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("type: sql\n      table: t", "key 'source.conn_id' is required for a sql source"),
+        ("type: sql\n      conn_id: w", "key 'source.table' or 'query_file' is needed"),
+        ("type: sql\n      conn_id: w\n      table: t\n      query_file: q.sql", "not both"),
+        (
+            "type: sql\n      conn_id: w\n      table: t\n      time_type: epoch_ms",
+            "'source.time_column' is required",
+        ),
+        (
+            "type: sql\n      conn_id: w\n      table: t\n      time_column: c",
+            "'source.time_type' is required",
+        ),
+        (
+            "type: sql\n      conn_id: w\n      table: t\n      time_column: c\n      time_type: date",
+            "must be one of timestamptz, timestamp, epoch_ms, epoch_s",
+        ),
+        ("type: sql\n      conn_id: w\n      query_file: nope.sql", "'source.query_file' names no file"),
+        (
+            "type: sql\n      conn_id: w\n      table: t\n      time_column: c\n      time_type: epoch_ms\n"
+            "      path: x.csv",
+            "key 'source.path' is not a known setting",
+        ),
+        (
+            "type: jsonl\n      path: x.jsonl\n      delimiter: ';'",
+            "'source.delimiter' is not a known setting",
+        ),
+        ("type: parquet\n      path: x", "must be one of csv, jsonl, sql"),
+    ],
+)
+def test_sql_and_jsonl_source_errors(tmp_path: Path, source: str, message: str) -> None:
+    text = f"pipelines:\n  p1:\n    start_date: 2024-03-10\n    source:\n      {source}\n"
+    with pytest.raises(ConfigError, match="pipeline 'p1'") as info:
+        load_pipelines(write(tmp_path, text))
+    assert message in str(info.value)
+
+
+def test_sql_query_file_is_resolved_against_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "q.sql").write_text("SELECT 1")
+    text = (
+        "pipelines:\n  p1:\n    start_date: 2024-03-10\n    source:\n      type: sql\n      conn_id: w\n"
+        "      query_file: sql/q.sql\n"
+    )
+    (pipeline,) = load_pipelines(write(tmp_path, text))
+    assert pipeline.source.query_file == str(tmp_path / "sql" / "q.sql")
+    assert pipeline.source.time_type == "timestamptz"

@@ -24,7 +24,11 @@ def dagbag(monkeypatch: pytest.MonkeyPatch, config: Path):
 def test_bundled_pipelines_become_dags(monkeypatch: pytest.MonkeyPatch) -> None:
     bag = dagbag(monkeypatch, ROOT / "include" / "pipelines.yaml")
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"walkme_to_heap_sample_webhooks", "walkme_to_heap_sample_survey_report"}
+    assert set(bag.dag_ids) == {
+        "walkme_to_heap_sample_webhooks",
+        "walkme_to_heap_sample_survey_report",
+        "walkme_to_heap_sample_warehouse",
+    }
 
 
 def test_dag_shape() -> None:

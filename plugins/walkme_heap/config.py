@@ -17,6 +17,7 @@ import yaml
 
 from walkme_heap.mapping.presets import PRESETS, ROLES
 from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, EventNameSpec, MappingSpec
+from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
 from walkme_heap.sources.sql import TIME_TYPES
 
 CONFIG_ENV = "WALKME_HEAP_CONFIG"
@@ -38,7 +39,7 @@ class SourceSpec:
     path: str | None = None  # files: local path or URL, with {date:...} and globs
     conn_id: str | None = None  # files: object storage connection; sql: the SQL connection
     on_missing: str = "fail"  # files: "fail" or "skip" (a missing day replays zero rows)
-    chunk_rows: int = 50_000
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
     delimiter: str = ","  # csv
     table: str | None = None  # sql: a table (or view) ...
     query_file: str | None = None  # sql: ... or a query using :window_start and :window_end
@@ -154,7 +155,7 @@ def _resolve(path: str, base_dir: Path) -> str:
 
 def _source(section: _Section, base_dir: Path) -> SourceSpec:
     kind = section.choice("type", SOURCE_TYPES, "csv")
-    chunk_rows = section.get("chunk_rows", int, 50_000)
+    chunk_rows = section.get("chunk_rows", int, DEFAULT_CHUNK_ROWS)
     if chunk_rows < 1:
         raise section.fail("chunk_rows", "must be at least 1")
     common = {"type": kind, "chunk_rows": chunk_rows, "conn_id": section.get("conn_id", str)}

@@ -125,10 +125,9 @@ def replay(
                     events = [e for e, keep in zip(events, fresh, strict=True) if keep]
             if options.dry_run and len(samples) < options.sample_payloads:
                 samples.extend(events[: options.sample_payloads - len(samples)])
-            batches, oversized = batcher.add(events)
-            summary.invalid["event_too_large"] += len(oversized)
-            for batch in batches:
+            for batch in batcher.add(events):
                 send(batch)
+            summary.invalid["event_too_large"] = batcher.oversized
     last = batcher.flush()
     if last is not None:
         send(last)

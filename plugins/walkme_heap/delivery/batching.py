@@ -6,7 +6,7 @@ envelope, so the byte cap is exact, not estimated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ class Batcher:
     _parts: list[bytes] = field(default_factory=list)
     _keys: list[str] = field(default_factory=list)
     _size: int = 0
+    oversized: int = 0  # events refused because one alone exceeds max_bytes
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_events <= MAX_EVENTS:
@@ -52,25 +53,25 @@ class Batcher:
         self._parts, self._keys, self._size = [], [], 0
         return batch
 
-    def add(self, events: Iterable[dict[str, Any]]) -> tuple[list[Batch], list[int]]:
-        """Add events; return (full batches, positions of events too large for any request)."""
-        full: list[Batch] = []
-        oversized: list[int] = []
-        for position, event in enumerate(events):
+    def add(self, events: Iterable[dict[str, Any]]) -> Iterator[Batch]:
+        """Add events, yielding each batch as soon as it is full (one body in memory at a time).
+
+        An event too large for any request on its own is counted in ``oversized``, not sent.
+        """
+        for event in events:
             encoded = orjson.dumps(event)
             if self._envelope + len(encoded) > self.max_bytes:
-                oversized.append(position)
+                self.oversized += 1
                 continue
             extra = len(encoded) + (1 if self._parts else 0)
             if self._parts and (
                 len(self._parts) >= self.max_events or self._envelope + self._size + extra > self.max_bytes
             ):
-                full.append(self._batch())
+                yield self._batch()
                 extra = len(encoded)
             self._parts.append(encoded)
             self._keys.append(event["idempotency_key"])
             self._size += extra
-        return full, oversized
 
     def flush(self) -> Batch | None:
         return self._batch() if self._parts else None

@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+DEFAULT_CHUNK_ROWS = 20_000  # rows a chunk: bounds memory (a chunk of JSON payloads is the heaviest)
+
 
 class SourceError(RuntimeError):
     """The source cannot be read as configured (a clear message, no data problem)."""
@@ -46,7 +48,10 @@ def records_frame(records: list[dict[str, Any]], index: list[int]) -> pd.DataFra
     Columns keep the payload's spelling (``wm.euId``, ``ctx.location.hostname``), so the webhook
     preset maps a payload exactly as it maps a CSV export of the same payloads.
     """
-    rows = [dict(flatten(record)) for record in records]
+    rows = [
+        dict(flatten(record)) if any(isinstance(v, dict) for v in record.values()) else record
+        for record in records
+    ]
     return (
         pd.DataFrame.from_records(rows, index=pd.Index(index, dtype="int64"))
         if rows

@@ -12,7 +12,7 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
-from walkme_heap.sources.base import SourceError, SourceMissingError
+from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS, SourceError, SourceMissingError
 from walkme_heap.window import Window
 
 FsFactory = Callable[[str], tuple[Any, str]]  # url -> (filesystem, path within it)
@@ -48,7 +48,7 @@ class FileSource:
         path: str,
         window: Window,
         *,
-        chunk_rows: int = 50_000,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
         on_missing: str = "fail",
         fs_factory: FsFactory | None = None,
     ) -> None:

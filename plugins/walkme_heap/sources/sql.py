@@ -11,15 +11,15 @@ placeholder from the connection's hook.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import orjson
 import pandas as pd
 
-from walkme_heap.sources.base import Chunk, SourceError, records_frame
+from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS, Chunk, SourceError, records_frame
 from walkme_heap.window import Window
 
 TIME_TYPES = ("timestamptz", "timestamp", "epoch_ms", "epoch_s")
@@ -50,9 +50,41 @@ def bound_values(window: Window, time_type: str) -> tuple[Any, Any]:
     raise SourceError(f"time_type must be one of {', '.join(TIME_TYPES)}, got {time_type!r}")
 
 
+# Spans where a marker is text, not a parameter: quoted strings and identifiers, comments,
+# PostgreSQL dollar-quoted strings.
+_NOT_CODE = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|(\$[A-Za-z_]*\$).*?\1", re.DOTALL
+)
+
+
+def _swap_markers(query: str, placeholder: str) -> tuple[str, list[str]]:
+    """Replace markers outside strings and comments; return the SQL and the markers in order."""
+    found: list[str] = []
+    parts: list[str] = []
+
+    def swap(code: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            found.append(match.group(1))
+            return placeholder
+
+        return _MARKER.sub(one, code)
+
+    position = 0
+    for match in _NOT_CODE.finditer(query):
+        parts.append(swap(query[position : match.start()]))
+        parts.append(match.group(0))
+        position = match.end()
+    parts.append(swap(query[position:]))
+    return "".join(parts), found
+
+
 def bind(query: str, placeholder: str, start: Any, end: Any) -> tuple[str, list[Any]]:
     """Swap ``:window_start`` / ``:window_end`` for the driver's placeholders; return SQL, params."""
-    found = [m.group(1) for m in _MARKER.finditer(query)]
+    if placeholder not in ("?", "%s"):
+        raise SourceError(f"unsupported placeholder style {placeholder!r} (supported: ?, %s)")
+    if placeholder == "%s":
+        query = query.replace("%", "%%")  # literal percent signs survive pyformat drivers
+    sql, found = _swap_markers(query, placeholder)
     missing = [name for name in ("window_start", "window_end") if name not in found]
     if missing:
         raise SourceError(
@@ -60,13 +92,8 @@ def bind(query: str, placeholder: str, start: Any, end: Any) -> tuple[str, list[
             f"{', '.join(':' + m for m in missing)}): a query without both bounds would replay "
             "rows outside the run's window"
         )
-    if placeholder not in ("?", "%s"):
-        raise SourceError(f"unsupported placeholder style {placeholder!r} (supported: ?, %s)")
-    if placeholder == "%s":
-        query = query.replace("%", "%%")  # literal percent signs survive pyformat drivers
     values = {"window_start": start, "window_end": end}
-    params = [values[name] for name in found]
-    return _MARKER.sub(placeholder, query), params
+    return sql, [values[name] for name in found]
 
 
 def table_query(table: str, time_column: str, order_by: Sequence[str]) -> str:
@@ -83,6 +110,10 @@ def table_query(table: str, time_column: str, order_by: Sequence[str]) -> str:
 def _cursor(connection: Any) -> Any:
     """A server-side cursor where the driver offers one, else the default cursor."""
     module = type(connection).__module__.split(".")[0]
+    if module == "psycopg":
+        from psycopg.types.json import set_json_loads
+
+        set_json_loads(orjson.loads, connection)  # JSONB payloads decode several times faster
     if module in ("psycopg", "psycopg2"):
         return connection.cursor(name=f"walkme_heap_{uuid.uuid4().hex[:12]}")
     if module in ("MySQLdb", "pymysql"):
@@ -103,7 +134,7 @@ class SqlSource:
         query: str,
         time_type: str = "timestamptz",
         payload_column: str | None = None,
-        chunk_rows: int = 50_000,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
         label: str = "sql",
     ) -> None:
         start, end = bound_values(window, time_type)
@@ -148,8 +179,8 @@ class SqlSource:
         for number, value in zip(frame.index, frame[self.payload_column].tolist(), strict=True):
             if isinstance(value, (str, bytes, bytearray)):
                 try:
-                    value = json.loads(value)
-                except ValueError:
+                    value = orjson.loads(value)
+                except orjson.JSONDecodeError:
                     value = None
             if isinstance(value, dict):
                 payloads.append(value)
