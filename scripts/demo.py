@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -88,9 +89,21 @@ def print_run(title: str, summary: dict, stats: dict) -> None:
     for reason, count in summary["skipped_by_reason"].items():
         print(f"    {reason:<22} {count}")
     print(f"  values truncated   {summary['truncated_values']}")
+    print(f"  already sent       {summary['already_sent']}   (the ledger: acknowledged by an earlier run)")
+    print(f"  rejected by Heap   {summary['rejected']}")
     print(f"  seconds            {summary['seconds']}")
-    accounted = summary["sent"] + summary["invalid"] + summary["skipped"]
-    print(f"  reconciles         read {summary['read']} = sent + invalid + skipped = {accounted}")
+    print(f"  dead letters       {summary['dead_letters']}")
+    accounted = (
+        summary["sent"]
+        + summary["already_sent"]
+        + summary["invalid"]
+        + summary["rejected"]
+        + summary["skipped"]
+    )
+    print(
+        f"  reconciles         read {summary['read']} = sent + already sent + invalid + rejected + "
+        f"skipped = {accounted}"
+    )
     print("  Heap emulator holds")
     print(f"    requests           {stats.get('requests', 0)}")
     print(f"    events received    {stats.get('accepted_events', 0)}")
@@ -123,6 +136,10 @@ def main() -> int:
             {"conn_type": "sqlite", "host": str(warehouse)}
         )
         print(f"SQLite warehouse with the sample payloads: {warehouse}")
+    # A fresh ledger and dead-letter folder for each demo (the emulator starts empty too).
+    demo_home = workdir / "demo"
+    shutil.rmtree(demo_home, ignore_errors=True)
+    os.environ["WALKME_HEAP_HOME"] = str(demo_home)
     process, url = start_emulator(workdir)
     os.environ["AIRFLOW_CONN_HEAP_DEFAULT"] = json.dumps(
         {"conn_type": "heap", "host": url, "login": "walkme-heap-demo"}

@@ -27,6 +27,7 @@ os.environ.update(
     }
 )
 os.environ.pop("WALKME_HEAP_CONFIG", None)
+os.environ.pop("WALKME_HEAP_HOME", None)
 os.environ.pop("AIRFLOW_CONN_HEAP_DEFAULT", None)
 
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator  # noqa: E402
@@ -53,8 +54,10 @@ def emulator() -> Iterator[HeapEmulator]:
 
 
 @pytest.fixture
-def heap_connection(emulator: HeapEmulator, monkeypatch: pytest.MonkeyPatch) -> HeapEmulator:
-    """``heap_default`` pointing at the emulator, as an AIRFLOW_CONN_ variable."""
+def heap_connection(emulator: HeapEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> HeapEmulator:
+    """``heap_default`` pointing at the emulator, as an AIRFLOW_CONN_ variable; a fresh ledger and
+    dead-letter location (``WALKME_HEAP_HOME``) for each test."""
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(tmp_path / "walkme_heap"))
     monkeypatch.setenv(
         "AIRFLOW_CONN_HEAP_DEFAULT",
         json.dumps({"conn_type": "heap", "host": emulator.url, "login": "test-app"}),

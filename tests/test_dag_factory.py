@@ -37,11 +37,11 @@ def test_dag_shape() -> None:
 
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.catchup is True and dag.max_active_runs == 1
-    assert set(dag.params.keys()) == {"start", "end", "dry_run"}
+    assert set(dag.params.keys()) == {"start", "end", "dry_run", "force"}
     task = dag.get_task("replay")
     assert isinstance(task, WalkMeToHeapOperator)
     assert task.heap_conn_id == "heap_default" and task.retries == 0
-    assert set(WalkMeToHeapOperator.template_fields) == {"source", "dry_run"}
+    assert set(WalkMeToHeapOperator.template_fields) == {"source", "dry_run", "force", "dead_letters"}
 
 
 def test_bad_configuration_is_an_import_error_naming_pipeline_and_key(
@@ -80,4 +80,5 @@ def test_the_demo_runs_and_proves_no_duplicate(airflow_db: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "rows read          497" in result.stdout
+    assert "events sent        0" in result.stdout  # the second run: the ledger knew everything
     assert "after run 1: 481, after run 2: 481 -> no duplicate in Heap" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,12 +115,23 @@ def test_replays_one_day_exactly(e2e: HeapEmulator, capfd: pytest.CaptureFixture
         assert identity not in output.out + output.err, "identities must not reach the logs"
 
 
-def test_running_the_same_day_again_creates_no_duplicate(e2e: HeapEmulator) -> None:
+def test_running_the_same_day_again_sends_nothing(e2e: HeapEmulator) -> None:
     assert run("e2e").state == "success"
+    again = run("e2e")
+    assert again.state == "success" and again.summary is not None
+    assert (again.summary["sent"], again.summary["already_sent"]) == (0, 5)
+    counts = stats(e2e)
+    assert (counts["unique_events"], counts["duplicate_events"], counts["requests"]) == (5, 0, 1)
+    assert by_key(received(e2e)) == by_key(EXPECTED)
+
+
+def test_force_sends_the_day_again_and_heap_drops_the_repeats(e2e: HeapEmulator) -> None:
     assert run("e2e").state == "success"
+    forced = run("e2e", conf={"force": True})
+    assert forced.state == "success" and forced.summary is not None
+    assert (forced.summary["sent"], forced.summary["already_sent"], forced.summary["force"]) == (5, 0, True)
     counts = stats(e2e)
     assert (counts["unique_events"], counts["duplicate_events"]) == (5, 5)
-    assert by_key(received(e2e)) == by_key(EXPECTED)
 
 
 def test_dry_run_sends_nothing(e2e: HeapEmulator) -> None:
@@ -157,12 +169,20 @@ def test_missing_columns_fail_before_anything_is_sent(
     assert stats(e2e).get("requests", 0) == 0
 
 
-def test_a_refused_batch_fails_the_task_with_heaps_message(e2e: HeapEmulator, capfd) -> None:
+def test_an_event_heap_refuses_is_isolated_and_dead_lettered(e2e: HeapEmulator, tmp_path: Path) -> None:
     requests.post(f"{e2e.url}/_emulator/config", json={"poison": "u-grace"}, timeout=5)
     result = run("e2e")
-    assert result.state == "failed"
-    out = capfd.readouterr().out
-    assert "Heap refused batch 1 (5 events): HTTP 400: postBody.events[2] was rejected" in out
+    assert result.state == "success" and result.summary is not None
+    assert (result.summary["sent"], result.summary["rejected"]) == (4, 1)
+    assert {e["identity"] for e in received(e2e)} == {"u-alice", "u-bob", "u-heidi", "u-ivan"}
+    letters = [json.loads(line) for line in Path(result.summary["dead_letters"]).read_text().splitlines()]
+    rejected = [d for d in letters if d["outcome"] == "rejected"]
+    assert len(rejected) == 1 and rejected[0]["payload"]["identity"] == "u-grace"
+    assert "was rejected (poisoned event)" in rejected[0]["message"]
+    assert sorted(d["reason"] for d in letters if d["outcome"] == "invalid") == [
+        "missing_identity",
+        "unparsable_time",
+    ]
 
 
 def test_object_storage_path_with_a_connection(
@@ -170,7 +190,8 @@ def test_object_storage_path_with_a_connection(
 ) -> None:
     config = tmp_path / "pipelines.yaml"
     config.write_text(
-        "pipelines:\n  remote:\n    start_date: 2024-03-10\n    retries: 0\n    source:\n"
+        "pipelines:\n  remote:\n    start_date: 2024-03-10\n    retries: 0\n    max_invalid_ratio: 0.5\n"
+        "    source:\n"
         f"      path: file://{DATA}/e2e/walkme_*_{{date:%Y-%m-%d}}.csv\n      conn_id: local_fs\n"
         "    mapping:\n      event_name: {event_type: complete}\n      properties: {exclude: [oType]}\n"
     )

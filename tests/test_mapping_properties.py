@@ -105,7 +105,7 @@ def test_typed_rows_become_valid_events_or_reasons(rows: list[dict[str, Any]]) -
     check(rows, MappingSpec(include_non_production=True))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.fixed_dictionaries({**{c: text for c in columns}, "wm.euId": identities, "created_at": times}),

@@ -195,6 +195,8 @@ def replay_with(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **
     path = tmp_path / "pipelines.yaml"
     path.write_text(config)
     monkeypatch.setenv("WALKME_HEAP_CONFIG", str(path))
+    ledgers = len(list(tmp_path.glob("ledger-*")))
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(tmp_path / f"ledger-{ledgers}"))  # a fresh ledger each
     result = run_dag(ROOT / "dags", "walkme_to_heap_wh", DAY_RUN, conf or None)
     assert result.state == "success"
     assert result.summary is not None

@@ -23,6 +23,7 @@ from walkme_heap.sources.sql import TIME_TYPES
 CONFIG_ENV = "WALKME_HEAP_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "pipelines.yaml"
 DEFAULT_HEAP_CONN_ID = "heap_default"
+DEFAULT_LEDGER_CONN_ID = "walkme_heap_ledger"
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 SOURCE_TYPES = ("csv", "jsonl", "sql")
 
@@ -65,6 +66,10 @@ class Pipeline:
     max_active_runs: int = 1
     retries: int = 2
     tags: tuple[str, ...] = field(default_factory=tuple)
+    ledger_conn_id: str = DEFAULT_LEDGER_CONN_ID
+    dead_letters: str | None = None  # location (path or URL); default under $AIRFLOW_HOME
+    dead_letters_conn_id: str | None = None
+    max_invalid_ratio: float = 0.1
     source_config: dict[str, Any] = field(default_factory=dict)  # as written, for the operator
     mapping_config: dict[str, Any] = field(default_factory=dict)  # as written, for the operator
 
@@ -251,6 +256,18 @@ def _mapping(section: _Section) -> MappingSpec:
     return spec
 
 
+def _dead_letters(section: _Section, base_dir: Path) -> str | None:
+    location = section.get("dead_letters", str)
+    return _resolve(location, base_dir) if location else None
+
+
+def _ratio(section: _Section, name: str, default: float) -> float:
+    value = section.get(name, (int, float), default)
+    if not 0 <= value <= 1:
+        raise section.fail(name, f"must be between 0 and 1, got {value}")
+    return float(value)
+
+
 def parse_source(data: Any, where: str, base_dir: Path) -> SourceSpec:
     """A ``source`` section on its own (the operator re-reads its rendered, templated source)."""
     return _source(_Section(data, where, "source"), base_dir)
@@ -280,6 +297,10 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
         max_active_runs=top.get("max_active_runs", int, 1),
         retries=top.get("retries", int, 2),
         tags=top.strings("tags"),
+        ledger_conn_id=top.get("ledger_conn_id", str, DEFAULT_LEDGER_CONN_ID),
+        dead_letters=_dead_letters(top, base_dir),
+        dead_letters_conn_id=top.get("dead_letters_conn_id", str),
+        max_invalid_ratio=_ratio(top, "max_invalid_ratio", 0.1),
         source_config=dict(top.data.get("source") or {}),
         mapping_config=dict(top.data.get("mapping") or {}),
     )

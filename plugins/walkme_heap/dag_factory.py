@@ -39,7 +39,14 @@ def _params() -> dict[str, Param]:
             False,
             type="boolean",
             title="Dry run",
-            description="Read, map and count without sending anything to Heap.",
+            description="Read, map and count without sending anything to Heap or writing anything.",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force",
+            description="Send every event of the window again, even those the ledger says Heap "
+            "acknowledged (Heap ignores repeats by idempotency key).",
         ),
     }
 
@@ -75,6 +82,10 @@ def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
             source=pipeline.source_config,
             mapping=pipeline.mapping_config,
             heap_conn_id=pipeline.heap_conn_id,
+            ledger_conn_id=pipeline.ledger_conn_id,
+            dead_letters=pipeline.dead_letters,
+            dead_letters_conn_id=pipeline.dead_letters_conn_id,
+            max_invalid_ratio=pipeline.max_invalid_ratio,
             config_dir=str(config_dir),
         )
     return dag

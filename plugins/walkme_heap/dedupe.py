@@ -34,7 +34,10 @@ class SeenKeys:
 
     def first_occurrences(self, keys: list[str]) -> np.ndarray:
         """True where a key was not seen before, in this run or earlier in ``keys``."""
-        hashes = key_hashes(keys)
+        return self.first_occurrences_of_hashes(key_hashes(keys))
+
+    def first_occurrences_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """The same, for keys already hashed with ``key_hashes``."""
         fresh = np.zeros(len(hashes), dtype=bool)
         _, first = np.unique(hashes, return_index=True)
         fresh[first] = True

@@ -1,6 +1,8 @@
-"""The replay loop, start to end: read -> map -> key -> batch -> send -> summarise.
+"""The replay loop, start to end: read -> map -> dedupe -> filter (ledger) -> pace -> batch ->
+send (retry, bisect) -> record (ledger, dead letters) -> summarise.
 
-No Airflow import: the operator adapts this to a task, tests and benchmarks call it directly.
+No Airflow import: the operator adapts this to a task; tests and benchmarks call it directly.
+Every row read ends in exactly one bucket: sent, already sent, skipped, invalid or rejected.
 """
 
 from __future__ import annotations
@@ -8,15 +10,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
+from walkme_heap.deadletters import DeadLetters
 from walkme_heap.dedupe import SeenKeys
 from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS, Batch, Batcher
-from walkme_heap.delivery.client import HeapClient, HeapRequestError
+from walkme_heap.delivery.client import HeapClient
+from walkme_heap.delivery.pacing import Pacer
+from walkme_heap.delivery.sender import HeapRefused, RetriesExhausted, RetryPolicy, Sender
+from walkme_heap.ledger import Ledger
 from walkme_heap.mapping.columns import bind_columns
+from walkme_heap.mapping.keys import key_hashes
 from walkme_heap.mapping.mapper import Mapper
 from walkme_heap.mapping.spec import MappingSpec
 from walkme_heap.sources.base import Chunk
@@ -25,6 +33,8 @@ from walkme_heap.window import Window
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 10.0
+DEFAULT_APP_LIMIT = 15_000  # events per minute per app (heap-track-api.md)
+DEFAULT_IDENTITY_LIMIT = 1_000  # events per minute per identity per app
 
 
 class Source(Protocol):
@@ -35,26 +45,209 @@ class Source(Protocol):
     def chunks(self, origin: str) -> Iterator[Chunk]: ...
 
 
-class DeliveryError(RuntimeError):
-    """A batch could not be delivered; the summary says how far the run got."""
+class ReplayError(RuntimeError):
+    """The run stopped; ``summary`` says how far it got (everything sent is in the ledger)."""
 
     def __init__(self, message: str, summary: ReplaySummary) -> None:
         super().__init__(message)
         self.summary = summary
 
 
+class DeliveryError(ReplayError):
+    """Heap did not acknowledge a batch within the retry budget, or refused the request."""
+
+
+class TooManyInvalid(ReplayError):
+    """Every good event was sent, but more rows than ``max_invalid_ratio`` were invalid."""
+
+
 @dataclass
 class ReplayOptions:
     dry_run: bool = False
+    force: bool = False  # ignore the ledger: send the whole window again (Heap drops repeats)
     max_events: int = MAX_EVENTS
     max_bytes: int = DEFAULT_MAX_BYTES
+    app_limit: int | None = DEFAULT_APP_LIMIT
+    identity_limit: int | None = DEFAULT_IDENTITY_LIMIT
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_invalid_ratio: float = 0.1
+    run_id: str | None = None
     sample_payloads: int = 3
+    pending_events: int = 20_000  # events waiting for budget before reading stops
 
 
 def mask_identity(event: dict[str, Any]) -> dict[str, Any]:
     """A copy safe for logs: identities are personal data."""
     identity = str(event.get("identity", ""))
     return {**event, "identity": f"<{len(identity)} chars>"}
+
+
+def _source_row(chunk: Chunk, position: int) -> tuple[int | None, dict[str, Any]]:
+    row = chunk.frame.iloc[position]
+    return int(chunk.frame.index[position]), row.to_dict()
+
+
+class _Run:
+    """State of one replay; ``run()`` drives it."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        source: Source,
+        spec: MappingSpec,
+        window: Window,
+        client: HeapClient | None,
+        options: ReplayOptions,
+        ledger: Ledger | None,
+        dead_letters: DeadLetters | None,
+        acked: np.ndarray,
+    ) -> None:
+        self.pipeline, self.source, self.spec, self.window = pipeline, source, spec, window
+        self.options, self.ledger, self.dead_letters = options, ledger, dead_letters
+        self.summary = ReplaySummary(
+            pipeline=pipeline, window=window.as_dict(), dry_run=options.dry_run, force=options.force
+        )
+        self.started = time.monotonic()
+        self.last_progress = self.started
+        self.seen = SeenKeys()
+        self.acked = acked  # hashes Heap already acknowledged for this window (sorted)
+        self.samples: list[dict[str, Any]] = []
+        self.pacer = Pacer(options.app_limit, options.identity_limit)
+        self.batcher = Batcher(client.app_id if client else "dry-run", options.max_events, options.max_bytes)
+        self.sender = Sender(client, options.retry, on_acknowledged=self._acknowledged) if client else None
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _dead(self, **record: Any) -> None:
+        if self.dead_letters is not None:
+            self.dead_letters.add(**record)
+
+    def _acknowledged(self, batch: Batch) -> None:
+        if self.ledger is not None:
+            self.ledger.record(self.pipeline, self.options.run_id, batch.events)
+        self.pacer.acknowledged(batch.events)
+        self.summary.sent += len(batch)
+        self.summary.batches += 1
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_SECONDS:
+            self.last_progress = now
+            rate = self.summary.sent / (now - self.started)
+            log.info(
+                "progress: %d events sent in %d batches (%.0f events/s), %d rows read, %d waiting",
+                self.summary.sent,
+                self.summary.batches,
+                rate,
+                self.summary.read,
+                self.pacer.pending,
+            )
+
+    # -- stages -------------------------------------------------------------------------------
+    def _send(self, *, wait: bool) -> None:
+        """Send what the limits allow now (``wait``: until nothing is pending)."""
+        assert self.sender is not None
+        while self.pacer.pending:
+            events = self.pacer.take(self.options.max_events, wait=wait)
+            if not events:
+                return
+            batches, oversized = self.batcher.pack(events)
+            for event in oversized:
+                self.summary.invalid["event_too_large"] += 1
+                self._dead(
+                    origin="",
+                    row=None,
+                    outcome="invalid",
+                    reason="event_too_large",
+                    message=f"one event alone is over {self.options.max_bytes} bytes",
+                    payload=event,
+                )
+            for batch in batches:
+                try:
+                    delivery = self.sender.deliver(batch)
+                except (RetriesExhausted, HeapRefused) as exc:
+                    self._fail_unsent(len(batch))
+                    raise DeliveryError(
+                        f"{exc}. {self.summary.sent} events were acknowledged and recorded; the rest "
+                        "will be sent when the day runs again.",
+                        self.summary,
+                    ) from exc
+                self.summary.retries += delivery.retries
+                self.summary.throttled += delivery.throttled
+                for rejected in delivery.rejected:
+                    self.summary.rejected["rejected_by_heap"] += 1
+                    self._dead(
+                        origin="",
+                        row=None,
+                        outcome="rejected",
+                        reason="rejected_by_heap",
+                        message=rejected.message,
+                        payload=rejected.event,
+                        attempts=rejected.attempts,
+                    )
+
+    def _fail_unsent(self, in_flight: int) -> None:
+        self.summary.unsent = in_flight + self.pacer.pending
+
+    def _chunk(self, chunk: Chunk, mapper: Mapper) -> None:
+        summary = self.summary
+        summary.read += len(chunk.frame) + len(chunk.malformed)
+        for record, problem in chunk.malformed:
+            summary.invalid["malformed_row"] += 1
+            self._dead(
+                origin=chunk.origin, row=record, outcome="invalid", reason="malformed_row", message=problem
+            )
+        if chunk.frame.empty:
+            return
+        mapped = mapper.map_chunk(chunk.frame, self.window.start_ms, self.window.end_ms)
+        summary.invalid.update(mapped.invalid)
+        summary.skipped.update(mapped.skipped)
+        summary.truncated_values += mapped.truncated_values
+        if self.dead_letters is not None:
+            for position, reason, kind in mapped.rejected:
+                if kind == "invalid":
+                    row, values = _source_row(chunk, position)
+                    self._dead(origin=chunk.origin, row=row, outcome="invalid", reason=reason, source=values)
+        events = mapped.events
+        if not events:
+            return
+        hashes = key_hashes([e["idempotency_key"] for e in events])
+        fresh = self.seen.first_occurrences_of_hashes(hashes)
+        if len(self.acked):
+            done = np.isin(hashes, self.acked) & fresh
+            summary.already_sent += int(done.sum())
+            keep = fresh & ~done
+        else:
+            keep = fresh
+        summary.skipped["duplicate_in_source"] += int((~fresh).sum())
+        if not keep.all():
+            events = [e for e, k in zip(events, keep, strict=True) if k]
+        if self.options.dry_run:
+            summary.sent += len(events)
+            room = self.options.sample_payloads - len(self.samples)
+            self.samples.extend(events[: max(0, room)])
+            return
+        self.pacer.add(events)
+        if self.pacer.pending >= self.options.pending_events:
+            self._send(wait=self.pacer.pending >= 4 * self.options.pending_events)
+
+    def run(self) -> ReplaySummary:
+        options, summary = self.options, self.summary
+        origins = self.source.origins()
+        summary.origins = len(origins)
+        # Bind every origin's columns first: a missing column fails before anything is sent.
+        mappers = {o: Mapper(self.spec, bind_columns(self.spec, self.source.headers(o), o)) for o in origins}
+        for origin in origins:
+            for chunk in self.source.chunks(origin):
+                self._chunk(chunk, mappers[origin])
+        if not options.dry_run:
+            self._send(wait=True)
+        summary.invalid = +summary.invalid
+        summary.skipped = +summary.skipped
+        summary.seconds = time.monotonic() - self.started
+        summary.waited_seconds = self.pacer.waited_seconds
+        if summary.unaccounted:
+            raise AssertionError(f"counts do not reconcile: {summary.unaccounted} rows unaccounted")
+        for event in self.samples:
+            log.info("dry run sample payload: %s", orjson.dumps(mask_identity(event)).decode())
+        return summary
 
 
 def replay(
@@ -64,101 +257,50 @@ def replay(
     window: Window,
     client: HeapClient | None,
     options: ReplayOptions | None = None,
+    *,
+    ledger: Ledger | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> ReplaySummary:
-    """Replay one window; raise DeliveryError if Heap refuses a batch (nothing is lost silently)."""
+    """Replay one window. Raises DeliveryError (Heap did not acknowledge) or TooManyInvalid."""
     options = options or ReplayOptions()
     if client is None and not options.dry_run:
         raise ValueError("a Heap client is needed unless dry_run is set")
-    started = time.monotonic()
-    summary = ReplaySummary(pipeline=pipeline, window=window.as_dict(), dry_run=options.dry_run)
-
-    origins = source.origins()
-    summary.origins = len(origins)
-    # Bind every origin's columns first: a missing column fails before anything is sent.
-    mappers = {origin: Mapper(spec, bind_columns(spec, source.headers(origin), origin)) for origin in origins}
-    batcher = Batcher(
-        app_id=client.app_id if client else "dry-run",
-        max_events=options.max_events,
-        max_bytes=options.max_bytes,
-    )
-    samples: list[dict[str, Any]] = []
-    seen = SeenKeys()
-    progress = _Progress(summary, started)
-
-    def send(batch: Batch) -> None:
-        summary.batches += 1
-        if options.dry_run:
-            summary.sent += len(batch)
-            return
-        assert client is not None
-        try:
-            client.post(batch.body)
-        except HeapRequestError as exc:
-            summary.seconds = time.monotonic() - started
-            raise DeliveryError(
-                f"Heap refused batch {summary.batches} ({len(batch)} events): {exc}. "
-                f"{summary.sent} events were delivered before it; nothing after it was sent. "
-                "Fix the cause and re-run the day: events already delivered are ignored by Heap "
-                "(same idempotency keys).",
-                summary,
-            ) from exc
-        summary.sent += len(batch)
-        progress.maybe_log()
-
-    for origin in origins:
-        mapper = mappers[origin]
-        for chunk in source.chunks(origin):
-            summary.read += len(chunk.frame) + len(chunk.malformed)
-            summary.invalid["malformed_row"] += len(chunk.malformed)
-            if chunk.frame.empty:
-                continue
-            mapped = mapper.map_chunk(chunk.frame, window.start_ms, window.end_ms)
-            summary.invalid.update(mapped.invalid)
-            summary.skipped.update(mapped.skipped)
-            summary.truncated_values += mapped.truncated_values
-            events = mapped.events
-            if events:
-                fresh = seen.first_occurrences([e["idempotency_key"] for e in events])
-                repeats = len(events) - int(fresh.sum())
-                if repeats:
-                    summary.skipped["duplicate_in_source"] += repeats
-                    events = [e for e, keep in zip(events, fresh, strict=True) if keep]
-            if options.dry_run and len(samples) < options.sample_payloads:
-                samples.extend(events[: options.sample_payloads - len(samples)])
-            for batch in batcher.add(events):
-                send(batch)
-            summary.invalid["event_too_large"] = batcher.oversized
-    last = batcher.flush()
-    if last is not None:
-        send(last)
-    summary.invalid = +summary.invalid  # drop zero counts
-    summary.seconds = time.monotonic() - started
-    if summary.unaccounted:
-        raise AssertionError(f"counts do not reconcile: {summary.unaccounted} rows unaccounted")
-    if options.dry_run:
-        for event in samples:
-            log.info("dry run sample payload: %s", orjson.dumps(mask_identity(event)).decode())
-    return summary
-
-
-class _Progress:
-    """Logs sent / read counts and the rate at most every PROGRESS_SECONDS."""
-
-    def __init__(self, summary: ReplaySummary, started: float) -> None:
-        self.summary = summary
-        self.started = started
-        self.last = started
-
-    def maybe_log(self) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_SECONDS:
-            return
-        self.last = now
-        elapsed = now - self.started
-        log.info(
-            "progress: %d events sent in %d batches, %d rows read, %.0f events/s",
-            self.summary.sent,
-            self.summary.batches,
-            self.summary.read,
-            self.summary.sent / elapsed if elapsed else 0.0,
+    acked = np.empty(0, dtype=np.uint64)
+    if ledger is not None and not options.force:  # a dry run reads it too, for honest counts
+        acked = ledger.acknowledged(pipeline, window.days())
+    # A dry run writes nothing: no ledger rows, no dead letters.
+    ledger_for_writes = None if options.dry_run else ledger
+    if options.dry_run and dead_letters is not None:
+        dead_letters.discard()
+        dead_letters = None
+    run = _Run(pipeline, source, spec, window, client, options, ledger_for_writes, dead_letters, acked)
+    row_id = None
+    if ledger_for_writes is not None:
+        row_id = ledger_for_writes.start_run(
+            pipeline, window.label, window.start.isoformat(), window.end.isoformat(), options.run_id
         )
+    try:
+        summary = run.run()
+    except BaseException as exc:
+        run.summary.seconds = time.monotonic() - run.started
+        if dead_letters is not None:
+            dead_letters.discard()
+        if ledger_for_writes is not None and row_id is not None:
+            ledger_for_writes.finish_run(row_id, "failed", run.summary.as_dict(), None, str(exc))
+        raise
+    location = dead_letters.commit() if dead_letters is not None else None
+    summary.dead_letters = location
+    bad = summary.total_invalid + summary.total_rejected
+    status, message = "success", ""
+    if summary.read and bad / summary.read > options.max_invalid_ratio:
+        status = "failed"
+        message = (
+            f"{bad} of {summary.read} rows ({bad / summary.read:.1%}) were invalid or rejected, "
+            f"over max_invalid_ratio {options.max_invalid_ratio:.1%}; every valid event was sent. "
+            f"Dead letters: {location or 'not kept'}"
+        )
+    if ledger_for_writes is not None and row_id is not None:
+        ledger_for_writes.finish_run(row_id, status, summary.as_dict(), location, message)
+    if status == "failed":
+        raise TooManyInvalid(message, summary)
+    return summary

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
@@ -20,10 +22,21 @@ class HeapConfigError(ValueError):
 class HeapRequestError(RuntimeError):
     """Heap answered a request with a non-2xx status (or did not answer)."""
 
-    def __init__(self, status: int | None, message: str) -> None:
+    def __init__(self, status: int | None, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Network errors, timeouts, throttling and server errors may succeed later."""
+        return self.status is None or self.status in (408, 429) or self.status >= 500
+
+    @property
+    def rejects_content(self) -> bool:
+        """Heap refused what was sent (400, or a body too large): retrying the same is pointless."""
+        return self.status in (400, 413, 422)
 
 
 def is_loopback(host: str) -> bool:
@@ -87,11 +100,27 @@ class HeapClient:
         except requests.RequestException as exc:
             raise HeapRequestError(None, f"no answer from {self.base_url}: {exc}") from exc
         if not 200 <= response.status_code < 300:
-            raise HeapRequestError(response.status_code, _message(response))
+            raise HeapRequestError(response.status_code, _message(response), _retry_after(response))
         return response
 
     def close(self) -> None:
         self.session.close()
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), if present and sane."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _message(response: requests.Response) -> str:

@@ -3,20 +3,42 @@
 Connection fields: ``host`` is the base URL (default ``https://heapanalytics.com``; EU customers
 ``https://c.eu.heap-api.com``), ``login`` holds the Heap app_id (environment id), ``extra`` may hold
 ``region`` (``us`` / ``eu``, used when host is empty), ``max_batch_events``, ``max_batch_bytes``,
-``connect_timeout`` and ``read_timeout``. Plain ``http`` is refused unless the host is loopback.
+``connect_timeout``, ``read_timeout``, ``app_rate_limit`` / ``identity_rate_limit`` (events per
+minute; Heap's 15,000 / 1,000 by default) and ``retry_max_seconds`` (per batch, default 300).
+Plain ``http`` is refused unless the host is loopback.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from airflow.sdk import BaseHook
 
 from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS
 from walkme_heap.delivery.client import EU_BASE_URL, US_BASE_URL, HeapClient, HeapConfigError
+from walkme_heap.replay import DEFAULT_APP_LIMIT, DEFAULT_IDENTITY_LIMIT, ReplayOptions
 
 REGIONS = {"us": US_BASE_URL, "eu": EU_BASE_URL}
-EXTRA_KEYS = ("region", "max_batch_events", "max_batch_bytes", "connect_timeout", "read_timeout")
+EXTRA_KEYS = (
+    "region",
+    "max_batch_events",
+    "max_batch_bytes",
+    "connect_timeout",
+    "read_timeout",
+    "app_rate_limit",
+    "identity_rate_limit",
+    "retry_max_seconds",
+)
+
+
+def _limit(value: Any, default: int) -> int | None:
+    """A rate limit from the extra: a number, or 0 / "off" for none (e.g. a private test server)."""
+    if value is None:
+        return default
+    if str(value).strip().lower() in ("0", "off", "none"):
+        return None
+    return int(value)
 
 
 def base_url_from(host: str | None, schema: str | None, port: int | None, region: str | None) -> str:
@@ -64,7 +86,19 @@ class HeapHook(BaseHook):
             "max_batch_bytes": int(extra.get("max_batch_bytes", DEFAULT_MAX_BYTES)),
             "connect_timeout": float(extra.get("connect_timeout", 5.0)),
             "read_timeout": float(extra.get("read_timeout", 30.0)),
+            "app_rate_limit": _limit(extra.get("app_rate_limit"), DEFAULT_APP_LIMIT),
+            "identity_rate_limit": _limit(extra.get("identity_rate_limit"), DEFAULT_IDENTITY_LIMIT),
+            "retry_max_seconds": float(extra.get("retry_max_seconds", 300.0)),
         }
+
+    def apply(self, options: ReplayOptions) -> None:
+        """Copy the connection's batch, rate-limit and retry settings into replay options."""
+        extra = self.options()
+        options.max_events = extra["max_batch_events"]
+        options.max_bytes = extra["max_batch_bytes"]
+        options.app_limit = extra["app_rate_limit"]
+        options.identity_limit = extra["identity_rate_limit"]
+        options.retry = replace(options.retry, max_seconds=extra["retry_max_seconds"])
 
     def get_conn(self) -> HeapClient:
         """A client with one pooled HTTP session for this connection."""

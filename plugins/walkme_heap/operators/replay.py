@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -12,9 +13,11 @@ from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from walkme_heap.config import ConfigError, SourceSpec, parse_mapping, parse_source
+from walkme_heap.deadletters import DeadLetters
 from walkme_heap.hooks.heap import HeapHook
+from walkme_heap.ledger import Ledger
 from walkme_heap.mapping.columns import MissingColumnsError
-from walkme_heap.replay import DeliveryError, ReplayOptions, Source, replay
+from walkme_heap.replay import DeliveryError, ReplayOptions, Source, TooManyInvalid, replay
 from walkme_heap.sources.base import SourceError, SourceMissingError
 from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.sources.jsonl_files import JsonLinesSource
@@ -23,6 +26,16 @@ from walkme_heap.window import Window, WindowError, resolve_window
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+DEFAULT_LEDGER_CONN_ID = "walkme_heap_ledger"
+
+
+def default_home() -> Path:
+    """Where the ledger and dead letters go by default: ``$WALKME_HEAP_HOME``, else
+    ``$AIRFLOW_HOME/walkme_heap``."""
+    if os.environ.get("WALKME_HEAP_HOME"):
+        return Path(os.environ["WALKME_HEAP_HOME"])
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "walkme_heap"
 
 
 def _truthy(value: Any) -> bool:
@@ -47,13 +60,22 @@ class WalkMeToHeapOperator(BaseOperator):
     :param mapping: how rows become events, as in pipelines.yaml (preset, columns, event_name,
         properties, include_non_production).
     :param heap_conn_id: the Heap connection (host = base URL, login = app_id).
-    :param dry_run: map and count without any HTTP call; the ``dry_run`` param also turns it on.
-        Templated.
+    :param ledger_conn_id: a SQL connection (common-sql) for the ledger of acknowledged events; when
+        it is not defined, a SQLite file under ``$AIRFLOW_HOME/walkme_heap/`` is used.
+    :param dead_letters: where dead letters go (local path or fsspec URL): one JSON Lines file per
+        pipeline and window. Default ``$AIRFLOW_HOME/walkme_heap/dead_letters``. Templated.
+    :param dead_letters_conn_id: an Airflow connection for an object-storage dead-letter location.
+    :param max_invalid_ratio: fail the task (after every valid event is sent) when more than this
+        share of the rows read were invalid or rejected.
+    :param dry_run: map and count without any HTTP call or write; the ``dry_run`` param also turns it
+        on. Templated.
+    :param force: send the whole window again, ignoring the ledger (Heap drops the repeats by key);
+        the ``force`` param also turns it on. Templated.
     :param max_span_days: the longest range a UI run may ask for through ``start`` / ``end``.
     :param config_dir: directory that relative source paths are resolved against.
     """
 
-    template_fields: Sequence[str] = ("source", "dry_run")
+    template_fields: Sequence[str] = ("source", "dry_run", "force", "dead_letters")
     template_fields_renderers = {"source": "json"}
     ui_color = "#e8e0ff"
 
@@ -64,7 +86,12 @@ class WalkMeToHeapOperator(BaseOperator):
         source: dict[str, Any],
         mapping: dict[str, Any] | None = None,
         heap_conn_id: str = HeapHook.default_conn_name,
+        ledger_conn_id: str = DEFAULT_LEDGER_CONN_ID,
+        dead_letters: str | None = None,
+        dead_letters_conn_id: str | None = None,
+        max_invalid_ratio: float = 0.1,
         dry_run: bool | str = False,
+        force: bool | str = False,
         max_span_days: int = 92,
         config_dir: str | None = None,
         **kwargs: Any,
@@ -74,7 +101,12 @@ class WalkMeToHeapOperator(BaseOperator):
         self.source = source
         self.mapping = mapping or {}
         self.heap_conn_id = heap_conn_id
+        self.ledger_conn_id = ledger_conn_id
+        self.dead_letters = dead_letters
+        self.dead_letters_conn_id = dead_letters_conn_id
+        self.max_invalid_ratio = max_invalid_ratio
         self.dry_run = dry_run
+        self.force = force
         self.max_span_days = max_span_days
         self.config_dir = config_dir
 
@@ -130,6 +162,22 @@ class WalkMeToHeapOperator(BaseOperator):
             return JsonLinesSource(spec.path or "", window, **options)
         return CsvSource(spec.path or "", window, delimiter=spec.delimiter, **options)
 
+    def _ledger(self) -> Ledger:
+        """The ledger's database: the ``ledger_conn_id`` SQL connection, else a local SQLite file."""
+        try:
+            hook = BaseHook.get_hook(self.ledger_conn_id)
+        except AirflowNotFoundException:
+            path = default_home() / "ledger.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.log.info("ledger: connection '%s' is not defined; using %s", self.ledger_conn_id, path)
+            return Ledger.sqlite(str(path))
+        if not isinstance(hook, DbApiHook):
+            raise AirflowFailException(
+                f"ledger connection '{self.ledger_conn_id}' is not a SQL connection "
+                f"({type(hook).__name__} is not a common-sql DbApiHook)"
+            )
+        return Ledger(hook.get_conn, hook.placeholder)
+
     def execute(self, context: Context) -> dict[str, Any]:
         where = f"pipeline '{self.pipeline}'"
         params = dict(context.get("params") or {})
@@ -147,39 +195,57 @@ class WalkMeToHeapOperator(BaseOperator):
         except ConfigError as exc:  # its message names the pipeline and the key
             raise AirflowFailException(str(exc)) from None
         dry_run = _truthy(self.dry_run) or _truthy(params.get("dry_run"))
+        force = _truthy(self.force) or _truthy(params.get("force"))
         try:
             source = self._source(source_spec, window, where)
         except SourceError as exc:
             raise AirflowFailException(f"{where}: {exc}; nothing was sent") from None
         client = None
-        options = ReplayOptions(dry_run=dry_run)
+        options = ReplayOptions(
+            dry_run=dry_run,
+            force=force,
+            max_invalid_ratio=self.max_invalid_ratio,
+            run_id=context.get("run_id"),
+        )
         if not dry_run:
             hook = HeapHook(heap_conn_id=self.heap_conn_id)
             client = hook.get_conn()
-            hook_options = hook.options()
-            options.max_events = hook_options["max_batch_events"]
-            options.max_bytes = hook_options["max_batch_bytes"]
+            hook.apply(options)
+        ledger = self._ledger()
+        dead_letters = None
+        if not dry_run:
+            location = self.dead_letters or str(default_home() / "dead_letters")
+            dead_letters = DeadLetters(
+                location, self.pipeline, window.label, self._fs_factory(self.dead_letters_conn_id)
+            )
         self.log.info(
-            "%s: replaying %s (%s .. %s)%s",
+            "%s: replaying %s (%s .. %s)%s%s",
             where,
             window.label,
             window.start.isoformat(),
             window.end.isoformat(),
-            " as a dry run: nothing will be sent" if dry_run else "",
+            " as a dry run: nothing will be sent or written" if dry_run else "",
+            " with force: events already sent are sent again (Heap ignores the repeats)" if force else "",
         )
         try:
-            summary = replay(self.pipeline, source, spec, window, client, options)
+            summary = replay(
+                self.pipeline, source, spec, window, client, options, ledger=ledger, dead_letters=dead_letters
+            )
         except MissingColumnsError as exc:
             raise AirflowFailException(f"{where}: {exc}; nothing was sent") from None
         except SourceMissingError as exc:
             raise SourceMissingError(f"{where}: {exc}") from None
         except SourceError as exc:
             raise AirflowFailException(f"{where}: {exc}") from None
+        except TooManyInvalid as exc:
+            self.log.error("%s: replay finished with too many bad rows\n%s", where, exc.summary.table())
+            raise AirflowFailException(f"{where}: {exc}") from None
         except DeliveryError as exc:
             self.log.error("%s: summary so far:\n%s", where, exc.summary.table())
-            raise
+            raise DeliveryError(f"{where}: {exc}", exc.summary) from None
         finally:
             if client is not None:
                 client.close()
+            ledger.close()
         self.log.info("%s: replay finished\n%s", where, summary.table())
         return summary.as_dict()

@@ -1,0 +1,90 @@
+"""Dead letters: every row that will not reach Heap, with its reason, per pipeline and window.
+
+One JSON Lines file per pipeline and window (``{location}/{pipeline}/{window label}.jsonl``), local
+or any fsspec URL. Records are streamed to a local temporary file during the run and moved into
+place at the end, replacing what an earlier run of the same window left: a re-run's file is the
+truth for that window. Each record: origin, row (record number), outcome (invalid / rejected),
+reason, message, attempts, the source row's values, and the payload when one was built.
+The files hold identities (personal data): protect the location like the source exports.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fsspec.core import url_to_fs
+
+FsFactory = Callable[[str], tuple[Any, str]]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly source values: NaN/NaT become null, timestamps become ISO text."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    if hasattr(value, "isoformat"):
+        try:
+            return value.isoformat()
+        except ValueError:  # NaT
+            return None
+    if isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return str(value)
+
+
+class DeadLetters:
+    """Collects one window's dead letters; ``commit`` publishes them."""
+
+    def __init__(self, location: str, pipeline: str, label: str, fs_factory: FsFactory | None = None) -> None:
+        self.url = f"{location.rstrip('/')}/{pipeline}/{label}.jsonl"
+        self.fs_factory = fs_factory or url_to_fs
+        handle, self._temp = tempfile.mkstemp(prefix="walkme-heap-dead-letters-", suffix=".jsonl")
+        self._file = os.fdopen(handle, "wb")
+        self.count = 0
+
+    def add(
+        self,
+        *,
+        origin: str,
+        row: int | None,
+        outcome: str,
+        reason: str,
+        message: str = "",
+        source: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+        attempts: int = 0,
+    ) -> None:
+        record = {
+            "origin": origin,
+            "row": row,
+            "outcome": outcome,
+            "reason": reason,
+            "message": message,
+            "attempts": attempts,
+            "source": {str(k): _plain(v) for k, v in (source or {}).items()},
+            "payload": payload,
+        }
+        self._file.write(orjson.dumps(record, default=str) + b"\n")
+        self.count += 1
+
+    def commit(self) -> str:
+        """Move the file into place (replacing an earlier one); return its URL."""
+        self._file.close()
+        fs, path = self.fs_factory(self.url)
+        parent = path.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        fs.put_file(self._temp, path)
+        os.unlink(self._temp)
+        return self.url
+
+    def discard(self) -> None:
+        """Drop what was collected (a dry run, or a run that failed before finishing)."""
+        if not self._file.closed:
+            self._file.close()
+        if os.path.exists(self._temp):
+            os.unlink(self._temp)

@@ -1,0 +1,176 @@
+"""The ledger: which events Heap acknowledged, per pipeline and UTC day, in a SQL database.
+
+One row per acknowledged batch and event day holds the 64-bit hashes of the batch's idempotency
+keys (8 bytes an event, little-endian). It is written right after Heap acknowledges each batch, so a
+run killed at any moment loses at most the batch in flight (Heap drops that repeat by key). A run
+loads the hashes of its window's days once and filters each chunk against them with numpy.
+
+A second table keeps one row per run (status, counts, dead-letter location) for reports.
+No Airflow import: the operator hands in a DB-API ``connect`` and the driver's placeholder.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+
+from walkme_heap.mapping.keys import key_hashes
+
+BATCHES = "walkme_heap_acks"
+RUNS = "walkme_heap_runs"
+
+
+def _dialect(connection: Any) -> str:
+    module = type(connection).__module__.split(".")[0]
+    if module in ("psycopg", "psycopg2"):
+        return "postgres"
+    if module in ("sqlite3",):
+        return "sqlite"
+    return "generic"
+
+
+class Ledger:
+    """Acknowledged events and run records, through any DB-API connection."""
+
+    def __init__(self, connect: Callable[[], Any], placeholder: str = "?") -> None:
+        if placeholder not in ("?", "%s"):
+            raise ValueError(f"unsupported placeholder style {placeholder!r}")
+        self._connect = connect
+        self._placeholder = placeholder
+        self._connection: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def sqlite(cls, path: str) -> Ledger:
+        """The embedded default: a SQLite file (waits up to 30 s for another writer)."""
+        return cls(lambda: sqlite3.connect(path, timeout=30), "?")
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def connection(self) -> Any:
+        if self._connection is None:
+            self._connection = self._connect()
+            self._ensure_schema()
+        return self._connection
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self._placeholder)
+
+    def _execute(self, text: str, params: Iterable[Any] = ()) -> Any:
+        cursor = self.connection.cursor()
+        cursor.execute(self._sql(text), list(params))
+        return cursor
+
+    def _ensure_schema(self) -> None:
+        dialect = _dialect(self._connection)
+        blob = "BYTEA" if dialect == "postgres" else "BLOB"
+        serial = "BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT"
+        cursor = self._connection.cursor()
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {BATCHES} (id {serial}, pipeline VARCHAR(250) NOT NULL, "
+            f"day VARCHAR(10) NOT NULL, run_id VARCHAR(250), acked_at VARCHAR(40) NOT NULL, "
+            f"events INTEGER NOT NULL, hashes {blob} NOT NULL)"
+        )
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {BATCHES}_pipeline_day ON {BATCHES} (pipeline, day)")
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {RUNS} (id {serial}, pipeline VARCHAR(250) NOT NULL, "
+            "window_label VARCHAR(80) NOT NULL, window_start VARCHAR(40) NOT NULL, "
+            "window_end VARCHAR(40) NOT NULL, run_id VARCHAR(250), status VARCHAR(20) NOT NULL, "
+            "started_at VARCHAR(40) NOT NULL, finished_at VARCHAR(40), read_rows INTEGER, "
+            "sent INTEGER, already_sent INTEGER, invalid INTEGER, rejected INTEGER, "
+            "skipped INTEGER, dead_letters VARCHAR(1000), message VARCHAR(2000))"
+        )
+        self._connection.commit()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # -- acknowledged events ----------------------------------------------------------------------
+    def acknowledged(self, pipeline: str, days: Iterable[date]) -> np.ndarray:
+        """Sorted hashes of every event acknowledged for these days."""
+        labels = [d.isoformat() for d in days]
+        if not labels:
+            return np.empty(0, dtype=np.uint64)
+        marks = ", ".join("?" for _ in labels)
+        with self._lock:
+            rows = self._execute(
+                f"SELECT hashes FROM {BATCHES} WHERE pipeline = ? AND day IN ({marks})",
+                [pipeline, *labels],
+            ).fetchall()
+            self.connection.commit()
+        if not rows:
+            return np.empty(0, dtype=np.uint64)
+        arrays = [np.frombuffer(bytes(blob), dtype="<u8") for (blob,) in rows]
+        return np.unique(np.concatenate(arrays).astype(np.uint64))
+
+    def record(self, pipeline: str, run_id: str | None, events: list[dict[str, Any]]) -> None:
+        """Store one acknowledged batch (split by event day), committed before returning."""
+        by_day: dict[str, list[str]] = {}
+        for event in events:
+            by_day.setdefault(event["timestamp"][:10], []).append(event["idempotency_key"])
+        now = datetime.now(UTC).isoformat()
+        with self._lock:
+            for day, keys in by_day.items():
+                blob = key_hashes(keys).astype("<u8").tobytes()
+                self._execute(
+                    f"INSERT INTO {BATCHES} (pipeline, day, run_id, acked_at, events, hashes) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [pipeline, day, run_id, now, len(keys), blob],
+                )
+            self.connection.commit()
+
+    # -- runs --------------------------------------------------------------------------------------
+    def start_run(self, pipeline: str, label: str, start: str, end: str, run_id: str | None) -> int:
+        with self._lock:
+            cursor = self._execute(
+                f"INSERT INTO {RUNS} (pipeline, window_label, window_start, window_end, run_id, status, "
+                "started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                [pipeline, label, start, end, run_id, datetime.now(UTC).isoformat()],
+            )
+            row_id = cursor.lastrowid
+            if not row_id:  # drivers without lastrowid (psycopg)
+                row_id = self._execute(
+                    f"SELECT max(id) FROM {RUNS} WHERE pipeline = ? AND window_label = ?", [pipeline, label]
+                ).fetchone()[0]
+            self.connection.commit()
+        return int(row_id)
+
+    def finish_run(
+        self, row_id: int, status: str, counts: dict[str, Any], dead_letters: str | None, message: str = ""
+    ) -> None:
+        with self._lock:
+            self._execute(
+                f"UPDATE {RUNS} SET status = ?, finished_at = ?, read_rows = ?, sent = ?, already_sent = ?, "
+                "invalid = ?, rejected = ?, skipped = ?, dead_letters = ?, message = ? WHERE id = ?",
+                [
+                    status,
+                    datetime.now(UTC).isoformat(),
+                    counts.get("read"),
+                    counts.get("sent"),
+                    counts.get("already_sent"),
+                    counts.get("invalid"),
+                    counts.get("rejected"),
+                    counts.get("skipped"),
+                    dead_letters,
+                    message[:2000],
+                    row_id,
+                ],
+            )
+            self.connection.commit()
+
+    def runs(self, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """Run records, newest first (for reports and tests)."""
+        where, params = ("WHERE pipeline = ?", [pipeline]) if pipeline else ("", [])
+        with self._lock:
+            cursor = self._execute(f"SELECT * FROM {RUNS} {where} ORDER BY id DESC", params)
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            self.connection.commit()
+        return rows
