@@ -128,17 +128,14 @@ class Ledger:
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self, pipeline: str, label: str, start: str, end: str, run_id: str | None) -> int:
+        returning = " RETURNING id" if _dialect(self.connection) == "postgres" else ""
         with self._lock:
             cursor = self._execute(
                 f"INSERT INTO {RUNS} (pipeline, window_label, window_start, window_end, run_id, status, "
-                "started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                f"started_at) VALUES (?, ?, ?, ?, ?, 'running', ?){returning}",
                 [pipeline, label, start, end, run_id, datetime.now(UTC).isoformat()],
             )
-            row_id = cursor.lastrowid
-            if not row_id:  # drivers without lastrowid (psycopg)
-                row_id = self._execute(
-                    f"SELECT max(id) FROM {RUNS} WHERE pipeline = ? AND window_label = ?", [pipeline, label]
-                ).fetchone()[0]
+            row_id = cursor.fetchone()[0] if returning else cursor.lastrowid
             self.connection.commit()
         return int(row_id)
 

@@ -91,7 +91,7 @@ class Pacer:
             batch = self._select(room, per_identity, now) if room > 0 else []
             if batch or not self.pending or not wait:
                 return batch
-            pause = min(WINDOW_SECONDS, max(0.01, self._next_free(now) - now))
+            pause = min(WINDOW_SECONDS + MARGIN_SECONDS, max(0.01, self._next_free(now) - now))
             self.waited_seconds += pause
             self.sleep(pause)
 

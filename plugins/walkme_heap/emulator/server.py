@@ -41,7 +41,10 @@ class EmulatorSettings:
     max_body_bytes: int = 5_000_000  # bodies above this get 413 (Heap documents no cap)
     error_rate: float = 0.0  # share of requests answered 500
     burst_5xx: int = 0  # the next N requests are answered 503
-    latency_ms: int = 0  # delay before every answer
+    throttle_burst: int = 0  # the next N requests are answered 429 (a throttling storm)
+    latency_ms: int = 0  # delay before answering every request
+    slow_burst: int = 0  # the next N requests are answered after slow_burst_ms ...
+    slow_burst_ms: int = 0  # ... (after processing them: a client timeout may hide an acceptance)
     drop_rate: float = 0.0  # share of requests whose connection is closed unanswered
     drop_after_accept_rate: float = 0.0  # share accepted, then the connection closed unanswered
     poison: str | None = None  # events whose JSON contains this text are rejected with 400
@@ -204,6 +207,12 @@ class _Handler(BaseHTTPRequestHandler):
             burst = settings.burst_5xx > 0
             if burst:
                 settings.burst_5xx -= 1
+            storm = not burst and settings.throttle_burst > 0
+            if storm:
+                settings.throttle_burst -= 1
+            slow = settings.slow_burst > 0
+            if slow:
+                settings.slow_burst -= 1
         if settings.latency_ms:
             time.sleep(settings.latency_ms / 1000)
         if drop:
@@ -212,6 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
         if burst or error:
             self._count("errors_5xx")
             self._reply(503 if burst else 500, {"error": "injected server error"})
+            return
+        if storm:
+            self._count("throttled_429")
+            headers = {"Retry-After": "1"} if settings.retry_after else None
+            self._reply(429, {"error": "rate limit exceeded (injected)"}, headers)
             return
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if content_type != "application/json":
@@ -245,6 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             new, duplicates = state.record(app_id, events, now)
             drop_ack = state.random.random() < settings.drop_after_accept_rate
+        if slow:
+            time.sleep(settings.slow_burst_ms / 1000)
         if drop_ack:
             self._count("dropped_after_accept")
             raise _DropConnectionError
