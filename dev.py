@@ -73,6 +73,7 @@ def setup() -> None:
         if result.returncode:
             sys.stderr.write(result.stdout + result.stderr)
             sys.exit(result.returncode)
+        run(BIN / "python", "scripts/create_pools.py", env=airflow_env())
         db_stamp.write_text(digest)
 
 

@@ -37,7 +37,8 @@ def test_dag_shape() -> None:
 
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.catchup is True and dag.max_active_runs == 1
-    assert set(dag.params.keys()) == {"start", "end", "dry_run", "force"}
+    assert set(dag.params.keys()) == {"start", "end", "dry_run", "force", "limit"}
+    assert dag.get_task("replay").pool == "heap_heap_default"
     task = dag.get_task("replay")
     assert isinstance(task, WalkMeToHeapOperator)
     assert task.heap_conn_id == "heap_default" and task.retries == 0

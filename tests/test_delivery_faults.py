@@ -41,7 +41,9 @@ HEADER = ["wm.euId", "created_at", "type", "oType", "oId", "sId", "ctx.title"]
 FAST_RETRIES = RetryPolicy(base_seconds=0.02, max_backoff_seconds=0.2, max_seconds=20)
 
 
-def write_day(path: Path, count: int, *, first: int = 0, invalid: int = 6) -> Path:
+def write_day(
+    path: Path, count: int, *, first: int = 0, invalid: int = 6, start_ms: int = DAY.start_ms
+) -> Path:
     """``count`` valid rows over 40 identities (one heavy), plus ``invalid`` bad rows."""
     new = not path.exists()
     with path.open("a", newline="", encoding="utf-8") as handle:
@@ -50,20 +52,20 @@ def write_day(path: Path, count: int, *, first: int = 0, invalid: int = 6) -> Pa
             writer.writerow(HEADER)
         for n in range(first, first + count):
             identity = "heavy-user" if n % 4 == 0 else f"user-{n % 39:02d}"
-            when = DAY.start_ms + n * 97_000 % 86_400_000
+            when = start_ms + n * 97_000 % 86_400_000
             writer.writerow([identity, when, "play", "wt", str(1000 + n % 7), f"s-{n}", f"Page {n} ü"])
         for n in range(invalid if new else 0):
-            writer.writerow(["null" if n % 2 else "", DAY.start_ms + n, "play", "wt", "1", "s", "t"])
+            writer.writerow(["null" if n % 2 else "", start_ms + n, "play", "wt", "1", "s", "t"])
     return path
 
 
-def expected_keys(path: Path) -> set[str]:
-    source = CsvSource(str(path), DAY)
+def expected_keys(path: Path, window: Window = DAY) -> set[str]:
+    source = CsvSource(str(path), window)
     mapper = Mapper(SPEC, bind_columns(SPEC, source.headers(str(path)), "x"))
     return {
         e["idempotency_key"]
         for c in source.chunks(str(path))
-        for e in mapper.map_chunk(c.frame, DAY.start_ms, DAY.end_ms).events
+        for e in mapper.map_chunk(c.frame, window.start_ms, window.end_ms).events
     }
 
 

@@ -111,6 +111,7 @@ def test_replays_one_day_exactly(e2e: HeapEmulator, capfd: pytest.CaptureFixture
     assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 2}
     assert summary["read"] == summary["sent"] + summary["invalid"] + summary["skipped"]
     assert summary["window"] == {"start": "2024-03-10T00:00:00+00:00", "end": "2024-03-11T00:00:00+00:00"}
+    assert result.links == {"ReplayReportLink": "/walkme-heap/report?pipeline=e2e&day=2024-03-10"}
     for identity in ("u-alice", "u-bob", "u-grace", "u-heidi", "u-ivan"):
         assert identity not in output.out + output.err, "identities must not reach the logs"
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from walkme_heap.ledger import DEFAULT_LEDGER_CONN_ID
 from walkme_heap.mapping.presets import PRESETS, ROLES
 from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, EventNameSpec, MappingSpec
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
@@ -23,7 +24,6 @@ from walkme_heap.sources.sql import TIME_TYPES
 CONFIG_ENV = "WALKME_HEAP_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "pipelines.yaml"
 DEFAULT_HEAP_CONN_ID = "heap_default"
-DEFAULT_LEDGER_CONN_ID = "walkme_heap_ledger"
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 SOURCE_TYPES = ("csv", "jsonl", "sql")
 
@@ -67,6 +67,7 @@ class Pipeline:
     retries: int = 2
     tags: tuple[str, ...] = field(default_factory=tuple)
     ledger_conn_id: str = DEFAULT_LEDGER_CONN_ID
+    pool: str = ""  # Airflow pool shared by every replay into the same Heap app (1 slot)
     dead_letters: str | None = None  # location (path or URL); default under $AIRFLOW_HOME
     dead_letters_conn_id: str | None = None
     max_invalid_ratio: float = 0.1
@@ -76,6 +77,11 @@ class Pipeline:
     @property
     def dag_id(self) -> str:
         return f"walkme_to_heap_{self.name}"
+
+    @property
+    def heap_pool(self) -> str:
+        """The pool of this pipeline's Heap app: runs into one app share its rate budget."""
+        return self.pool or f"heap_{self.heap_conn_id}"
 
 
 class _Section:
@@ -298,6 +304,7 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
         retries=top.get("retries", int, 2),
         tags=top.strings("tags"),
         ledger_conn_id=top.get("ledger_conn_id", str, DEFAULT_LEDGER_CONN_ID),
+        pool=top.get("pool", str, ""),
         dead_letters=_dead_letters(top, base_dir),
         dead_letters_conn_id=top.get("dead_letters_conn_id", str),
         max_invalid_ratio=_ratio(top, "max_invalid_ratio", 0.1),
@@ -308,6 +315,14 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
     if pipeline.end_date and pipeline.end_date <= pipeline.start_date:
         raise top.fail("end_date", "must be after start_date")
     return pipeline
+
+
+def default_home() -> Path:
+    """Where the ledger and dead letters go by default: ``$WALKME_HEAP_HOME``, else
+    ``$AIRFLOW_HOME/walkme_heap``."""
+    if os.environ.get("WALKME_HEAP_HOME"):
+        return Path(os.environ["WALKME_HEAP_HOME"])
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "walkme_heap"
 
 
 def config_path() -> Path:

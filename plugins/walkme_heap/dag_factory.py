@@ -41,6 +41,13 @@ def _params() -> dict[str, Param]:
             title="Dry run",
             description="Read, map and count without sending anything to Heap or writing anything.",
         ),
+        "limit": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Row limit (trial run)",
+            description="Read at most this many rows of the window, e.g. 1000 for a first check.",
+        ),
         "force": Param(
             False,
             type="boolean",
@@ -82,6 +89,7 @@ def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
             source=pipeline.source_config,
             mapping=pipeline.mapping_config,
             heap_conn_id=pipeline.heap_conn_id,
+            pool=pipeline.heap_pool,
             ledger_conn_id=pipeline.ledger_conn_id,
             dead_letters=pipeline.dead_letters,
             dead_letters_conn_id=pipeline.dead_letters_conn_id,

@@ -21,6 +21,7 @@ import numpy as np
 
 from walkme_heap.mapping.keys import key_hashes
 
+DEFAULT_LEDGER_CONN_ID = "walkme_heap_ledger"
 BATCHES = "walkme_heap_acks"
 RUNS = "walkme_heap_runs"
 
@@ -69,14 +70,20 @@ class Ledger:
     def _ensure_schema(self) -> None:
         dialect = _dialect(self._connection)
         blob = "BYTEA" if dialect == "postgres" else "BLOB"
+        real = "DOUBLE PRECISION" if dialect == "postgres" else "REAL"
         serial = "BIGSERIAL PRIMARY KEY" if dialect == "postgres" else "INTEGER PRIMARY KEY AUTOINCREMENT"
         cursor = self._connection.cursor()
         cursor.execute(
             f"CREATE TABLE IF NOT EXISTS {BATCHES} (id {serial}, pipeline VARCHAR(250) NOT NULL, "
-            f"day VARCHAR(10) NOT NULL, run_id VARCHAR(250), acked_at VARCHAR(40) NOT NULL, "
-            f"events INTEGER NOT NULL, hashes {blob} NOT NULL)"
+            f"day VARCHAR(10) NOT NULL, run_id VARCHAR(250), app_id VARCHAR(250), "
+            f"acked_at VARCHAR(40) NOT NULL, acked_epoch {real}, events INTEGER NOT NULL, "
+            f"hashes {blob} NOT NULL)"
         )
+        self._connection.commit()
+        self._add_columns(BATCHES, {"app_id": "VARCHAR(250)", "acked_epoch": real})
+        cursor = self._connection.cursor()
         cursor.execute(f"CREATE INDEX IF NOT EXISTS {BATCHES}_pipeline_day ON {BATCHES} (pipeline, day)")
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {BATCHES}_app_time ON {BATCHES} (app_id, acked_epoch)")
         cursor.execute(
             f"CREATE TABLE IF NOT EXISTS {RUNS} (id {serial}, pipeline VARCHAR(250) NOT NULL, "
             "window_label VARCHAR(80) NOT NULL, window_start VARCHAR(40) NOT NULL, "
@@ -86,6 +93,18 @@ class Ledger:
             "skipped INTEGER, dead_letters VARCHAR(1000), message VARCHAR(2000))"
         )
         self._connection.commit()
+
+    def _add_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Bring a ledger created by an earlier version up to date (new nullable columns)."""
+        for name, kind in columns.items():
+            cursor = self._connection.cursor()
+            try:
+                cursor.execute(f"SELECT {name} FROM {table} WHERE 1 = 0")
+                self._connection.commit()
+            except Exception:
+                self._connection.rollback()
+                self._connection.cursor().execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                self._connection.commit()
 
     def close(self) -> None:
         if self._connection is not None:
@@ -110,21 +129,34 @@ class Ledger:
         arrays = [np.frombuffer(bytes(blob), dtype="<u8") for (blob,) in rows]
         return np.unique(np.concatenate(arrays).astype(np.uint64))
 
-    def record(self, pipeline: str, run_id: str | None, events: list[dict[str, Any]]) -> None:
+    def record(
+        self, pipeline: str, run_id: str | None, events: list[dict[str, Any]], app_id: str | None = None
+    ) -> None:
         """Store one acknowledged batch (split by event day), committed before returning."""
         by_day: dict[str, list[str]] = {}
         for event in events:
             by_day.setdefault(event["timestamp"][:10], []).append(event["idempotency_key"])
-        now = datetime.now(UTC).isoformat()
+        now = datetime.now(UTC)
         with self._lock:
             for day, keys in by_day.items():
                 blob = key_hashes(keys).astype("<u8").tobytes()
                 self._execute(
-                    f"INSERT INTO {BATCHES} (pipeline, day, run_id, acked_at, events, hashes) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [pipeline, day, run_id, now, len(keys), blob],
+                    f"INSERT INTO {BATCHES} (pipeline, day, run_id, app_id, acked_at, acked_epoch, events, "
+                    "hashes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [pipeline, day, run_id, app_id, now.isoformat(), now.timestamp(), len(keys), blob],
                 )
             self.connection.commit()
+
+    def app_usage(self, app_id: str, since_epoch: float, exclude_run: str | None) -> list[tuple[float, int]]:
+        """(acknowledged at, events) of other runs into this Heap app since a time: the shared budget."""
+        with self._lock:
+            rows = self._execute(
+                f"SELECT acked_epoch, events FROM {BATCHES} WHERE app_id = ? AND acked_epoch > ? "
+                "AND (run_id IS NULL OR run_id <> ?)",
+                [app_id, since_epoch, exclude_run or ""],
+            ).fetchall()
+            self.connection.commit()
+        return [(float(t), int(n)) for t, n in rows]
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self, pipeline: str, label: str, start: str, end: str, run_id: str | None) -> int:
@@ -171,3 +203,26 @@ class Ledger:
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
             self.connection.commit()
         return rows
+
+    # -- reports -----------------------------------------------------------------------------------
+    def latest_runs(self) -> list[dict[str, Any]]:
+        """The newest run of each pipeline and window, newest windows first."""
+        with self._lock:
+            cursor = self._execute(
+                f"SELECT r.* FROM {RUNS} r JOIN (SELECT pipeline, window_label, max(id) AS id FROM {RUNS} "
+                "GROUP BY pipeline, window_label) m ON r.id = m.id ORDER BY r.pipeline, r.window_start DESC"
+            )
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            self.connection.commit()
+        return rows
+
+    def sent_per_day(self) -> list[tuple[str, str, int]]:
+        """(pipeline, event day, events Heap acknowledged), from the acknowledgements themselves."""
+        with self._lock:
+            rows = self._execute(
+                f"SELECT pipeline, day, sum(events) FROM {BATCHES} "
+                "GROUP BY pipeline, day ORDER BY pipeline, day"
+            ).fetchall()
+            self.connection.commit()
+        return [(str(p), str(d), int(n)) for p, d, n in rows]

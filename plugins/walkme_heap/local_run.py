@@ -17,6 +17,7 @@ class DagTestResult:
     state: str
     run_id: str
     summary: dict[str, Any] | None
+    links: dict[str, Any]  # operator extra links, as the task pushed them
 
 
 def run_dag(
@@ -38,15 +39,13 @@ def run_dag(
         raise RuntimeError(f"no DAG {dag_id!r} in {dag_folder} (found {sorted(bag.dag_ids)})")
     run = dag.test(logical_date=logical_date, run_conf=conf or None)
     with create_session() as session:
-        row = (
+        rows = (
             session.query(XComModel)
-            .filter(
-                XComModel.dag_id == dag_id,
-                XComModel.run_id == run.run_id,
-                XComModel.task_id == "replay",
-                XComModel.key == "return_value",
-            )
-            .one_or_none()
+            .filter(XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.task_id == "replay")
+            .all()
         )
-        summary = row.value if row is not None else None
-    return DagTestResult(state=str(run.state), run_id=run.run_id, summary=summary)
+        values = {row.key: row.value for row in rows}
+    links = {k.removeprefix("_link_"): v for k, v in values.items() if k.startswith("_link_")}
+    return DagTestResult(
+        state=str(run.state), run_id=run.run_id, summary=values.get("return_value"), links=links
+    )

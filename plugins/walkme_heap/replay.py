@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,6 +75,7 @@ class ReplayOptions:
     run_id: str | None = None
     sample_payloads: int = 3
     pending_events: int = 20_000  # events waiting for budget before reading stops
+    row_limit: int | None = None  # a trial run: stop reading after this many rows
 
 
 def mask_identity(event: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +114,12 @@ class _Run:
         self.seen = SeenKeys()
         self.acked = acked  # hashes Heap already acknowledged for this window (sorted)
         self.samples: list[dict[str, Any]] = []
-        self.pacer = Pacer(options.app_limit, options.identity_limit)
+        self.app_id = client.app_id if client else None
+        self.run_token = options.run_id or f"walkme-heap-{uuid.uuid4().hex}"
+        shared = self._shared_usage if ledger is not None and self.app_id else None
+        self.pacer = Pacer(
+            options.app_limit, options.identity_limit, on_wait=self.progress, shared_usage=shared
+        )
         self.batcher = Batcher(client.app_id if client else "dry-run", options.max_events, options.max_bytes)
         self.sender = Sender(client, options.retry, on_acknowledged=self._acknowledged) if client else None
 
@@ -123,22 +130,45 @@ class _Run:
 
     def _acknowledged(self, batch: Batch) -> None:
         if self.ledger is not None:
-            self.ledger.record(self.pipeline, self.options.run_id, batch.events)
+            self.ledger.record(self.pipeline, self.run_token, batch.events, self.app_id)
         self.pacer.acknowledged(batch.events)
         self.summary.sent += len(batch)
         self.summary.batches += 1
+        self.progress()
+
+    def _shared_usage(self, seconds: float) -> int:
+        """Events other runs (other days, shards, pipelines) sent into this Heap app recently."""
+        assert self.ledger is not None and self.app_id is not None
+        since = time.time() - seconds
+        return sum(n for _, n in self.ledger.app_usage(self.app_id, since, self.run_token))
+
+    def progress(self, force: bool = False) -> None:
+        """At most every PROGRESS_SECONDS (and when ``force``): sent / total, rate, ETA."""
         now = time.monotonic()
-        if now - self.last_progress >= PROGRESS_SECONDS:
-            self.last_progress = now
-            rate = self.summary.sent / (now - self.started)
-            log.info(
-                "progress: %d events sent in %d batches (%.0f events/s), %d rows read, %d waiting",
-                self.summary.sent,
-                self.summary.batches,
-                rate,
-                self.summary.read,
-                self.pacer.pending,
-            )
+        if not force and now - self.last_progress < PROGRESS_SECONDS:
+            return
+        self.last_progress = now
+        summary, elapsed = self.summary, max(now - self.started, 1e-9)
+        rate = summary.sent / elapsed
+        fraction = getattr(self.source, "progress", lambda: None)()
+        known = summary.sent + self.pacer.pending
+        if fraction:
+            total = max(known, round(known / fraction))
+            eta = f"{(total - summary.sent) / rate:.0f} s" if rate else "unknown"
+            of = f"of about {total} ({100 * summary.sent / total if total else 100:.0f}%)"
+        else:
+            of, eta = f"of {known} known so far", "unknown"
+        log.info(
+            "progress: %d events sent %s, %.0f events/s, ETA %s; %d rows read, %d already sent, "
+            "%d waiting for rate limits",
+            summary.sent,
+            of,
+            rate,
+            eta,
+            summary.read,
+            summary.already_sent,
+            self.pacer.pending,
+        )
 
     # -- stages -------------------------------------------------------------------------------
     def _send(self, *, wait: bool) -> None:
@@ -234,11 +264,22 @@ class _Run:
         summary.origins = len(origins)
         # Bind every origin's columns first: a missing column fails before anything is sent.
         mappers = {o: Mapper(self.spec, bind_columns(self.spec, self.source.headers(o), o)) for o in origins}
+        limit = options.row_limit
         for origin in origins:
             for chunk in self.source.chunks(origin):
+                if limit is not None:
+                    room = limit - summary.read
+                    if room <= 0:
+                        break
+                    if len(chunk.frame) > room:
+                        chunk = Chunk(frame=chunk.frame.iloc[:room], origin=chunk.origin, malformed=[])
                 self._chunk(chunk, mappers[origin])
+            if limit is not None and summary.read >= limit:
+                log.info("row limit %d reached: the rest of the window is not read (a trial run)", limit)
+                break
         if not options.dry_run:
             self._send(wait=True)
+        self.progress(force=True)
         summary.invalid = +summary.invalid
         summary.skipped = +summary.skipped
         summary.seconds = time.monotonic() - self.started

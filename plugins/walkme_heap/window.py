@@ -109,6 +109,8 @@ def resolve_window(
         now = now or datetime.now(UTC)
         if window.start > now:
             raise WindowError(f"param 'start' ({window.start:%Y-%m-%d %H:%M}Z) is in the future")
+        if window.end > now + timedelta(days=1):
+            raise WindowError(f"param 'end' ({window.end:%Y-%m-%d %H:%M}Z) is more than a day ahead")
         if max_span is not None and window.end - window.start > max_span:
             raise WindowError(
                 f"the range {window.label} spans more than {max_span.days} days; "

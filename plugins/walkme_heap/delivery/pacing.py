@@ -16,6 +16,7 @@ from typing import Any
 
 WINDOW_SECONDS = 60.0
 MARGIN_SECONDS = 0.25  # added to every window: clocks and network never line up exactly
+WAIT_SLICE_SECONDS = 5.0  # sleep in slices, so progress is logged while waiting
 
 
 @dataclass
@@ -48,11 +49,18 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_wait: Callable[[], None] | None = None,
+        shared_usage: Callable[[float], int] | None = None,
     ) -> None:
         self.app_limit = app_limit
         self.identity_limit = identity_limit
         self.clock = clock
         self.sleep = sleep
+        self.on_wait = on_wait  # called between waiting slices (progress logs)
+        # Events other runs sent into the same app in the last window (a budget shared through the
+        # ledger database), given the window's length in seconds; asked at most once a second.
+        self.shared_usage = shared_usage
+        self._shared = (float("-inf"), 0)
         self._app = _Window()
         self._identities: dict[str, _Window] = {}
         self._queues: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
@@ -87,13 +95,15 @@ class Pacer:
             room = max_events
             if self.app_limit is not None:
                 self._app.prune(now)
-                room = min(room, self.app_limit - self._app.total)
+                room = min(room, self.app_limit - self._app.total - self._others(now))
             batch = self._select(room, per_identity, now) if room > 0 else []
             if batch or not self.pending or not wait:
                 return batch
-            pause = min(WINDOW_SECONDS + MARGIN_SECONDS, max(0.01, self._next_free(now) - now))
+            pause = min(WAIT_SLICE_SECONDS, max(0.01, self._next_free(now) - now))
             self.waited_seconds += pause
             self.sleep(pause)
+            if self.on_wait is not None:
+                self.on_wait()
 
     def _select(self, room: int, per_identity: int, now: float) -> list[dict[str, Any]]:
         """Round-robin over identities with budget, at most ``per_identity`` each per pass."""
@@ -121,10 +131,21 @@ class Pacer:
         self.pending -= len(batch)
         return batch
 
+    def _others(self, now: float) -> int:
+        if self.shared_usage is None:
+            return 0
+        asked, value = self._shared
+        if now - asked >= 1.0:
+            value = self.shared_usage(WINDOW_SECONDS + MARGIN_SECONDS)
+            self._shared = (now, value)
+        return value
+
     def _next_free(self, now: float) -> float:
         candidates = []
-        if self.app_limit is not None and self._app.total >= self.app_limit:
-            candidates.append(self._app.free_at(1, self.app_limit))
+        if self.app_limit is not None and self._app.total + self._shared[1] >= self.app_limit:
+            if self._shared[1]:
+                candidates.append(now + 1.0)  # others' usage is re-read every second
+            candidates.append(self._app.free_at(1 + self._shared[1], self.app_limit))
         if self.identity_limit is not None:
             for identity in self._queues:
                 window = self._identities.get(identity)

@@ -11,15 +11,25 @@ Plain ``http`` is refused unless the host is loopback.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from airflow.sdk import BaseHook
 
 from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS
-from walkme_heap.delivery.client import EU_BASE_URL, US_BASE_URL, HeapClient, HeapConfigError
+from walkme_heap.delivery.client import (
+    EU_BASE_URL,
+    US_BASE_URL,
+    HeapClient,
+    HeapConfigError,
+    HeapRequestError,
+)
 from walkme_heap.replay import DEFAULT_APP_LIMIT, DEFAULT_IDENTITY_LIMIT, ReplayOptions
 
 REGIONS = {"us": US_BASE_URL, "eu": EU_BASE_URL}
+CANARY_IDENTITY = "walkme-heap-connection-test"
+CANARY_EVENT = "walkme-heap connection test"
 EXTRA_KEYS = (
     "region",
     "max_batch_events",
@@ -72,8 +82,12 @@ class HeapHook(BaseHook):
         self.heap_conn_id = heap_conn_id
 
     def options(self) -> dict[str, Any]:
-        """The connection's extra, checked: unknown keys are refused (typos would be silent)."""
-        extra = self.get_connection(self.heap_conn_id).extra_dejson or {}
+        """The connection's extra, checked: unknown keys are refused (typos would be silent).
+
+        Keys may carry the UI form's prefix (``extra__heap__region``); empty form fields are None.
+        """
+        raw = self.get_connection(self.heap_conn_id).extra_dejson or {}
+        extra = {k.removeprefix("extra__heap__"): v for k, v in raw.items() if v not in (None, "")}
         unknown = sorted(set(extra) - set(EXTRA_KEYS))
         if unknown:
             raise HeapConfigError(
@@ -99,6 +113,37 @@ class HeapHook(BaseHook):
         options.app_limit = extra["app_rate_limit"]
         options.identity_limit = extra["identity_rate_limit"]
         options.retry = replace(options.retry, max_seconds=extra["retry_max_seconds"])
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Send one canary event: Heap accepts a wrong app_id silently, so this is the only check.
+
+        The event is named ``walkme-heap connection test`` for the identity
+        ``walkme-heap-connection-test``; look for it in Heap to confirm the app id.
+        """
+        try:
+            client = self.get_conn()
+        except HeapConfigError as exc:
+            return False, str(exc)
+        sent_at = datetime.now(UTC)
+        event = {
+            "identity": CANARY_IDENTITY,
+            "event": CANARY_EVENT,
+            "timestamp": sent_at.isoformat(timespec="milliseconds"),
+            "idempotency_key": f"walkme-heap-canary-{sent_at:%Y%m%dT%H%M%S%f}",
+            "properties": {"source": "walkme-heap connection test"},
+        }
+        body = orjson.dumps({"app_id": client.app_id, "events": [event]})
+        try:
+            client.post(body)
+        except HeapRequestError as exc:
+            return False, f"Heap refused the canary event: {exc}"
+        finally:
+            client.close()
+        return True, (
+            f"Heap accepted the canary event '{CANARY_EVENT}' (identity {CANARY_IDENTITY}) for app "
+            f"{client.app_id} at {client.base_url}. Heap accepts unknown app ids silently: find the "
+            "event in that Heap environment to confirm the app id."
+        )
 
     def get_conn(self) -> HeapClient:
         """A client with one pooled HTTP session for this connection."""

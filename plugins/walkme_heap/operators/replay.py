@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -12,10 +11,11 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.sdk import BaseHook, BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
-from walkme_heap.config import ConfigError, SourceSpec, parse_mapping, parse_source
+from walkme_heap.config import ConfigError, SourceSpec, default_home, parse_mapping, parse_source
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.hooks.heap import HeapHook
-from walkme_heap.ledger import Ledger
+from walkme_heap.ledger import DEFAULT_LEDGER_CONN_ID, Ledger
+from walkme_heap.links import ReplayReportLink
 from walkme_heap.mapping.columns import MissingColumnsError
 from walkme_heap.replay import DeliveryError, ReplayOptions, Source, TooManyInvalid, replay
 from walkme_heap.sources.base import SourceError, SourceMissingError
@@ -27,15 +27,17 @@ from walkme_heap.window import Window, WindowError, resolve_window
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_LEDGER_CONN_ID = "walkme_heap_ledger"
 
-
-def default_home() -> Path:
-    """Where the ledger and dead letters go by default: ``$WALKME_HEAP_HOME``, else
-    ``$AIRFLOW_HOME/walkme_heap``."""
-    if os.environ.get("WALKME_HEAP_HOME"):
-        return Path(os.environ["WALKME_HEAP_HOME"])
-    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "walkme_heap"
+def _row_limit(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise AirflowFailException(f"param 'limit' must be a whole number of rows, got {value!r}") from None
+    if limit < 1:
+        raise AirflowFailException(f"param 'limit' must be at least 1, got {limit}")
+    return limit
 
 
 def _truthy(value: Any) -> bool:
@@ -76,6 +78,7 @@ class WalkMeToHeapOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("source", "dry_run", "force", "dead_letters")
+    operator_extra_links = (ReplayReportLink(),)
     template_fields_renderers = {"source": "json"}
     ui_color = "#e8e0ff"
 

@@ -6,6 +6,8 @@ Paths may hold ``{date:%Y-%m-%d}`` (one path per UTC day of the window), ``{star
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +59,7 @@ class FileSource:
         self.chunk_rows = chunk_rows
         self.on_missing = on_missing
         self.fs_factory = fs_factory or url_to_fs
+        self._bytes_read = 0
 
     def origins(self) -> list[str]:
         """Every file of the window, in a stable order; a missing one fails or is skipped."""
@@ -77,10 +80,40 @@ class FileSource:
                     f"no file for {self.window.label} at {url} "
                     "(set source.on_missing: skip to treat a missing day as empty)"
                 )
+        self._total_bytes = 0
+        for url in found:
+            fs, path = self.fs_factory(url)
+            self._total_bytes += fs.size(path) or 0
         return found
 
     def open(self, url: str) -> Any:
-        """A binary file object, decompressed when the name ends in ``.gz``."""
+        """A binary file object, decompressed when the name ends in ``.gz``; bytes are counted."""
         fs, path = self.fs_factory(url)
-        compression = "gzip" if path.endswith(".gz") else None
-        return fs.open(path, mode="rb", compression=compression)
+        raw = _Counting(fs.open(path, mode="rb"), self)
+        return gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+
+    def progress(self) -> float | None:
+        """Share of the window's bytes read so far (compressed bytes for .gz files)."""
+        total = getattr(self, "_total_bytes", 0)
+        return min(1.0, self._bytes_read / total) if total else None
+
+
+class _Counting(io.RawIOBase):
+    """Counts the bytes read through it (progress of a file source)."""
+
+    def __init__(self, handle: Any, owner: FileSource) -> None:
+        self._handle = handle
+        self._owner = owner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        self._owner._bytes_read += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()

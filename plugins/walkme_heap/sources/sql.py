@@ -11,6 +11,7 @@ placeholder from the connection's hook.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ import pandas as pd
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS, Chunk, SourceError, records_frame
 from walkme_heap.window import Window
 
+log = logging.getLogger(__name__)
 TIME_TYPES = ("timestamptz", "timestamp", "epoch_ms", "epoch_s")
 _MARKER = re.compile(r"(?<![:\w]):(window_start|window_end)\b")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*){0,2}$")
@@ -149,6 +151,7 @@ class SqlSource:
         self._first: pd.DataFrame | None = None
         self._first_malformed: list[tuple[int, str]] = []
         self._fetched = 0
+        self._total: int | None = None
 
     def origins(self) -> list[str]:
         return [self.label]
@@ -205,12 +208,31 @@ class SqlSource:
                 self.close()
                 raise SourceError(f"{self.label}: the query failed: {exc}".strip()) from exc
             self._columns = [d[0] for d in self._cursor.description or []]
+            self._count_rows()
             first = self._fetch()
             if first is not None:
                 self._first, self._first_malformed = first
         if self._first is not None:
             return [str(c) for c in self._first.columns]
         return [c for c in self._columns if c != self.payload_column]
+
+    def _count_rows(self) -> None:
+        """The window's row count, for progress and ETA (best effort: a failure only loses the ETA)."""
+        try:
+            with contextlib.closing(self._connection.cursor()) as cursor:
+                cursor.execute(f"SELECT count(*) FROM ({self.sql}) AS walkme_heap_rows", self.params)
+                self._total = int(cursor.fetchone()[0])
+        except Exception as exc:
+            log.info("%s: could not count the window's rows (%s); progress has no total", self.label, exc)
+            self._total = None
+            with contextlib.suppress(Exception):
+                self._connection.rollback()
+
+    def progress(self) -> float | None:
+        """Share of the window's rows fetched so far."""
+        if not self._total:
+            return None
+        return min(1.0, self._fetched / self._total)
 
     def chunks(self, origin: str) -> Iterator[Chunk]:
         self.headers(origin)

@@ -1,0 +1,66 @@
+"""Airflow provider metadata: registers the "Heap" connection type with labelled form fields.
+
+Installed through the ``apache_airflow_provider`` entry point (pyproject.toml). Since Airflow 3.2
+the form is declared as data (``conn-fields``, ``ui-field-behaviour``), not as Python widgets.
+The extra fields are stored in the connection's extra under these names; HeapHook reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from walkme_heap import __version__
+
+
+def _number(label: str, description: str, default: int | float | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": ["integer", "null"]}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "schema": schema, "description": description}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "walkme-heap",
+        "name": "WalkMe to Heap",
+        "description": "Replay exported WalkMe events into Heap Analytics (server-side bulk track API).",
+        "versions": [__version__],
+        "connection-types": [
+            {
+                "hook-class-name": "walkme_heap.hooks.heap.HeapHook",
+                "hook-name": "Heap",
+                "connection-type": "heap",
+                "conn-fields": {
+                    "region": {
+                        "label": "Region",
+                        "schema": {"type": ["string", "null"], "enum": ["us", "eu", None], "default": "us"},
+                        "description": "us: https://heapanalytics.com, eu: https://c.eu.heap-api.com. "
+                        "Used when Base URL is empty; a Base URL wins (custom or the emulator).",
+                    },
+                    "app_rate_limit": _number(
+                        "App rate limit (events/minute)",
+                        "Heap's bulk limit per app; 0 turns pacing off.",
+                        15000,
+                    ),
+                    "identity_rate_limit": _number(
+                        "Identity rate limit (events/minute)", "Heap's limit per identity per app.", 1000
+                    ),
+                    "max_batch_events": _number("Events per request", "At most 1000 (Heap's cap).", 1000),
+                    "max_batch_bytes": _number(
+                        "Bytes per request", "Heap documents no body cap; keep a margin.", 1000000
+                    ),
+                    "retry_max_seconds": _number(
+                        "Retry budget per batch (s)", "Then the task fails; the ledger resumes it.", 300
+                    ),
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "password", "extra"],
+                    "relabeling": {"host": "Base URL (optional)", "login": "App ID"},
+                    "placeholders": {
+                        "host": "https://heapanalytics.com (empty: from Region)",
+                        "login": "the Heap environment (app) id",
+                    },
+                },
+            }
+        ],
+    }
