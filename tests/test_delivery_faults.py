@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,3 +313,24 @@ def test_pacing_keeps_within_heaps_limits_in_real_time(tmp_path: Path, pipeline:
         stats = requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()
         assert stats.get("throttled_429", 0) == 0 and summary.throttled == 0
         assert 60 <= elapsed < 75 and summary.waited_seconds >= 55
+
+
+def test_progress_lines_give_sent_total_rate_and_eta(
+    emulator, day, tmp_path, pipeline, caplog, monkeypatch
+) -> None:
+    import walkme_heap.replay as replay_module
+
+    monkeypatch.setattr(replay_module, "PROGRESS_SECONDS", 0.0)
+    caplog.set_level("INFO", logger="walkme_heap.replay")
+    store = Ledger.sqlite(str(tmp_path / "ledger.db"))
+    run(emulator, store, day, tmp_path, pipeline, row_limit=None)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert len(lines) >= 8  # one per acknowledged batch here, plus the final one
+    assert re.match(r"progress: 400 events sent of about 400 \(100%\), \d+ events/s, ETA 0 s", lines[-1])
+    assert all("user-" not in line and "heavy-user" not in line for line in lines)
+
+
+def test_row_limit_reads_only_that_many_rows(emulator, day, tmp_path, pipeline) -> None:
+    store = Ledger.sqlite(str(tmp_path / "ledger.db"))
+    summary = run(emulator, store, day, tmp_path, pipeline, row_limit=150)
+    assert summary.read == 150 and summary.sent + summary.total_invalid + summary.total_skipped == 150

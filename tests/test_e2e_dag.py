@@ -201,3 +201,9 @@ def test_object_storage_path_with_a_connection(
     result = run("remote")
     assert result.state == "success"
     assert by_key(received(e2e)) == by_key(EXPECTED)
+
+
+def test_a_trial_run_with_a_row_limit(e2e: HeapEmulator) -> None:
+    result = run("e2e", conf={"limit": 3})
+    assert result.state == "success" and result.summary is not None
+    assert result.summary["read"] == 3 and stats(e2e)["unique_events"] == result.summary["sent"] == 2

@@ -34,6 +34,7 @@ def test_params_win_and_accept_dates_and_datetimes() -> None:
         ({"start": "2024-03-10", "end": "2024-03-10"}, "must be after its start"),
         ({"start": "10/03/2024", "end": "2024-03-11"}, "give a date like 2024-03-10"),
         ({"start": "2999-01-01", "end": "2999-01-02"}, "in the future"),
+        ({"start": "2024-03-10", "end": "2999-01-02"}, "more than a day ahead"),
         ({"start": "2024-01-01", "end": "2024-12-31"}, "spans more than 92 days"),
     ],
 )

@@ -209,6 +209,7 @@ class WalkMeToHeapOperator(BaseOperator):
             force=force,
             max_invalid_ratio=self.max_invalid_ratio,
             run_id=context.get("run_id"),
+            row_limit=_row_limit(params.get("limit")),
         )
         if not dry_run:
             hook = HeapHook(heap_conn_id=self.heap_conn_id)
