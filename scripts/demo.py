@@ -155,23 +155,18 @@ def main() -> int:
     print(f"Heap emulator on {url} (Heap's limits: 15,000 events/min per app, 1,000 per identity)")
     print(f"Replaying {args.day} with DAG {dag_id} ...", flush=True)
     try:
-        with task_log_to(task_log):
-            first = run_dag(ROOT / "dags", dag_id, logical_date)
-        if first.state != "success" or first.summary is None:
-            print(f"first run ended {first.state}; the task log is in {task_log}")
-            return 1
-        after_first = emulator_stats(url)
-        print_run(f"run 1 of {args.day}", first.summary, after_first)
-
-        print(f"\nReplaying {args.day} again ...", flush=True)
-        with task_log_to(task_log):
-            second = run_dag(ROOT / "dags", dag_id, logical_date)
-        if second.state != "success" or second.summary is None:
-            print(f"second run ended {second.state}; the task log is in {task_log}")
-            return 1
-        after_second = emulator_stats(url)
-        print_run(f"run 2 of {args.day} (same day again)", second.summary, after_second)
-
+        counts = []
+        for attempt, title in enumerate((f"run 1 of {args.day}", f"run 2 of {args.day} (same day again)")):
+            if attempt:
+                print(f"\nReplaying {args.day} again ...", flush=True)
+            with task_log_to(task_log):
+                result = run_dag(ROOT / "dags", dag_id, logical_date)
+            if result.state != "success" or result.summary is None:
+                print(f"{title} ended {result.state}; the task log is in {task_log}")
+                return 1
+            counts.append(emulator_stats(url))
+            print_run(title, result.summary, counts[-1])
+        after_first, after_second = counts
         unique_1, unique_2 = after_first["unique_events"], after_second["unique_events"]
         verdict = "no duplicate in Heap" if unique_1 == unique_2 else "DUPLICATES CREATED"
         print(

@@ -174,7 +174,7 @@ def test_backfill_a_range_then_reprocess_the_failed_day(deployment) -> None:
     (cluster.data / f"day_{MISSING}.csv").rename(cluster.data / "held_back.csv")
 
     dates = DAYS  # a backfill's dates are the days replayed (each run's data interval starts there)
-    cluster.airflow(
+    backfill = [
         "backfill",
         "create",
         "--dag-id",
@@ -185,25 +185,13 @@ def test_backfill_a_range_then_reprocess_the_failed_day(deployment) -> None:
         dates[-1],
         "--max-active-runs",
         "2",
-    )
+    ]
+    cluster.airflow(*backfill)
     runs = cluster.wait_for(dates)
     assert runs == {d: ("failed" if d == MISSING else "success") for d in dates}, runs
 
     (cluster.data / "held_back.csv").rename(cluster.data / f"day_{MISSING}.csv")
-    cluster.airflow(
-        "backfill",
-        "create",
-        "--dag-id",
-        "walkme_to_heap_bf",
-        "--from-date",
-        dates[0],
-        "--to-date",
-        dates[-1],
-        "--max-active-runs",
-        "2",
-        "--reprocess-behavior",
-        "failed",
-    )
+    cluster.airflow(*backfill, "--reprocess-behavior", "failed")
     runs = cluster.wait_for(dates)
     assert runs == dict.fromkeys(dates, "success"), runs
 
