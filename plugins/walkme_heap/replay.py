@@ -115,7 +115,9 @@ class _Run:
         self.acked = acked  # hashes Heap already acknowledged for this window (sorted)
         self.samples: list[dict[str, Any]] = []
         self.app_id = client.app_id if client else None
-        self.run_token = options.run_id or f"walkme-heap-{uuid.uuid4().hex}"
+        # This process's acknowledgements in the ledger (a retry of the same Airflow run is another
+        # process whose earlier sends still count against the shared budget).
+        self.run_token = f"{options.run_id or 'walkme-heap'}#{uuid.uuid4().hex[:12]}"
         shared = self._shared_usage if ledger is not None and self.app_id else None
         self.pacer = Pacer(
             options.app_limit, options.identity_limit, on_wait=self.progress, shared_usage=shared
@@ -189,11 +191,11 @@ class _Run:
                     message=f"one event alone is over {self.options.max_bytes} bytes",
                     payload=event,
                 )
-            for batch in batches:
+            for position, batch in enumerate(batches):
                 try:
                     delivery = self.sender.deliver(batch)
                 except (RetriesExhausted, HeapRefused) as exc:
-                    self._fail_unsent(len(batch))
+                    self.summary.unsent = sum(len(b) for b in batches[position:]) + self.pacer.pending
                     raise DeliveryError(
                         f"{exc}. {self.summary.sent} events were acknowledged and recorded; the rest "
                         "will be sent when the day runs again.",
@@ -212,9 +214,6 @@ class _Run:
                         payload=rejected.event,
                         attempts=rejected.attempts,
                     )
-
-    def _fail_unsent(self, in_flight: int) -> None:
-        self.summary.unsent = in_flight + self.pacer.pending
 
     def _chunk(self, chunk: Chunk, mapper: Mapper) -> None:
         summary = self.summary
