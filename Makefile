@@ -6,6 +6,8 @@ demo:
 	$(PYTHON) dev.py demo
 test:
 	$(PYTHON) dev.py test
+bench:
+	$(PYTHON) dev.py bench
 setup:
 	$(PYTHON) dev.py setup
 lint:

@@ -3,6 +3,7 @@
 
     python3 dev.py demo     # set up, then replay a sample day into the bundled Heap emulator, twice
     python3 dev.py test     # set up, then run the whole pytest suite (extra args go to pytest)
+    python3 dev.py bench    # set up, then run the benchmarks (writes docs/benchmarks.*; ~15 minutes)
     python3 dev.py airflow  # set up, then run any airflow CLI command in the project's environment
     python3 dev.py lock     # re-resolve constraints.txt from requirements-dev.txt
 
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> None:
     if command == "lock":
         lock()
         return
-    if command not in ("demo", "test", "airflow", "setup"):
+    if command not in ("demo", "test", "bench", "airflow", "setup"):
         print(__doc__)
         sys.exit(0 if command == "help" else 2)
     setup()
@@ -107,6 +108,8 @@ def main(argv: list[str]) -> None:
         run(BIN / "python", "scripts/demo.py", *rest, env=env)
     elif command == "test":
         run(BIN / "python", "-m", "pytest", *rest, env=env)
+    elif command == "bench":
+        run(BIN / "python", "scripts/bench.py", *rest, env=env)
     elif command == "airflow":
         run(BIN / "airflow", *rest, env=env)
 

@@ -125,6 +125,10 @@ class _DropConnectionError(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # One write per answer (headers and body buffered, flushed after each request) and no Nagle:
+    # otherwise every keep-alive request waits out the client's delayed ACK (~40 ms).
+    wbufsize = -1
+    disable_nagle_algorithm = True
     server: EmulatorHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
