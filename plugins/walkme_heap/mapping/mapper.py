@@ -67,6 +67,8 @@ def text_column(series: pd.Series) -> pd.Series:
         return series.astype("Int64").astype("string").astype(object).where(series.notna(), None)
     if pd.api.types.is_bool_dtype(series):
         return series.map({True: "true", False: "false"}).astype(object)
+    if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
+        return series.astype(object).where(series.notna(), None)  # text already (CSV): as it is
     return series.map(_canonical_text, na_action="ignore").astype(object)
 
 
