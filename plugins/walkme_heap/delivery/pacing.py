@@ -2,8 +2,9 @@
 
 Heap allows 15,000 events a minute per app and 1,000 per identity (heap-track-api.md). The pacer
 keeps the events it acknowledged in sliding 60-second windows (stamped when Heap's answer arrived,
-so its windows close no earlier than Heap's), and builds each batch from per-identity queues in
-round-robin order: a heavy user's events wait for their own budget while everyone else's flow.
+so its windows close no earlier than Heap's), and builds each batch from per-identity queues, at most
+100 events of one identity per pass, longest queues first: a heavy user's events use their own
+budget as soon as it frees and otherwise wait, while everyone else's flow.
 """
 
 from __future__ import annotations
@@ -106,13 +107,15 @@ class Pacer:
                 self.on_wait()
 
     def _select(self, room: int, per_identity: int, now: float) -> list[dict[str, Any]]:
-        """Round-robin over identities with budget, at most ``per_identity`` each per pass."""
+        """Passes over identities with budget, at most ``per_identity`` each per pass."""
         batch: list[dict[str, Any]] = []
         taken: dict[str, int] = {}
         progressed = True
         while room > 0 and progressed:
             progressed = False
-            for identity in list(self._queues):
+            # Longest queues first: a heavy identity's minute budget is used as soon as it is free,
+            # so its events do not pile up at the end of the run (everyone else fills the rest).
+            for identity in sorted(self._queues, key=lambda i: len(self._queues[i]), reverse=True):
                 if room <= 0:
                     break
                 queue = self._queues[identity]
