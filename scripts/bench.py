@@ -419,7 +419,8 @@ def write_outputs(results: dict[str, Any]) -> None:
         "",
         "## Paced run at Heap's limits (15,000 events/min per app, 1,000 per identity)",
         "",
-        f"{paced['events']:,} Zipf-skewed events in {paced['wall']:.0f} s: "
+        f"{paced['events']:,} skewed events (weights 1/rank^0.8 over 5,000 identities) in "
+        f"{paced['wall']:.0f} s: "
         f"**{paced['achieved_per_minute']:,} events/min = {100 * paced['share_of_allowed']:.1f}% "
         "of the allowed rate** (target 97%), "
         f"**{paced['emulator_429']} answers 429** (target 0); most events in one calendar minute: "
