@@ -238,38 +238,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 # -- orchestration ----------------------------------------------------------------------------------
-class Emulator:
-    def __init__(self, *flags: str) -> None:
-        self.port_file = Path(tempfile.mkdtemp()) / "port"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "walkme_heap.emulator",
-                "--port",
-                "0",
-                "--port-file",
-                str(self.port_file),
-                "--no-store",
-                *flags,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            if self.port_file.exists() and self.port_file.read_text().strip():
-                break
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port_file.read_text().strip()}"
+def Emulator(*flags: str) -> Any:  # noqa: N802 - reads as the class it returns
+    from walkme_heap.emulator.process import EmulatorProcess
 
-    def stats(self) -> dict[str, Any]:
-        import requests
-
-        return requests.get(f"{self.url}/_emulator/stats", timeout=10).json()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+    return EmulatorProcess("--no-store", *flags)
 
 
 def measure(variant: str, csv: Path, url: str = "", **flags: Any) -> dict[str, Any]:

@@ -13,40 +13,14 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.request import urlopen
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def start_emulator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port_file = workdir / "emulator.port"
-    port_file.unlink(missing_ok=True)
-    log_file = (workdir / "emulator.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "walkme_heap.emulator", "--port", "0", "--port-file", str(port_file)],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if port_file.exists() and port_file.read_text().strip():
-            url = f"http://127.0.0.1:{port_file.read_text().strip()}"
-            try:
-                urlopen(f"{url}/_emulator/health", timeout=1).read()
-                return process, url
-            except OSError:
-                pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    sys.exit(f"the Heap emulator did not start; see {workdir / 'emulator.log'}")
+from walkme_heap.emulator.process import EmulatorProcess  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -70,11 +44,6 @@ def task_log_to(path: Path | None) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-def emulator_stats(url: str) -> dict:
-    with urlopen(f"{url}/_emulator/stats", timeout=5) as response:
-        return json.load(response)
 
 
 def print_run(title: str, summary: dict, stats: dict) -> None:
@@ -140,7 +109,11 @@ def main() -> int:
     demo_home = workdir / "demo"
     shutil.rmtree(demo_home, ignore_errors=True)
     os.environ["WALKME_HEAP_HOME"] = str(demo_home)
-    process, url = start_emulator(workdir)
+    try:
+        emulator = EmulatorProcess(log=workdir / "emulator.log")
+    except RuntimeError as exc:
+        return str(exc)
+    url = emulator.url
     os.environ["AIRFLOW_CONN_HEAP_DEFAULT"] = json.dumps(
         {"conn_type": "heap", "host": url, "login": "walkme-heap-demo"}
     )
@@ -164,7 +137,7 @@ def main() -> int:
             if result.state != "success" or result.summary is None:
                 print(f"{title} ended {result.state}; the task log is in {task_log}")
                 return 1
-            counts.append(emulator_stats(url))
+            counts.append(emulator.stats())
             print_run(title, result.summary, counts[-1])
         after_first, after_second = counts
         unique_1, unique_2 = after_first["unique_events"], after_second["unique_events"]
@@ -176,8 +149,7 @@ def main() -> int:
             print(f"Airflow's task logs: {task_log} (or run the demo with --verbose)")
         return 0 if unique_1 == unique_2 else 1
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        emulator.stop()
 
 
 if __name__ == "__main__":

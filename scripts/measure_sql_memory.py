@@ -15,7 +15,6 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,31 +105,11 @@ def main() -> int:
     if args.child:
         replay_child(args.dsn, args.child)
         return 0
-    port_file = Path(tempfile.mkdtemp()) / "emulator.port"
-    emulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "walkme_heap.emulator",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--app-limit",
-            "off",
-            "--identity-limit",
-            "off",
-            "--no-store",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    from walkme_heap.emulator.process import EmulatorProcess
+
+    emulator = EmulatorProcess("--app-limit", "off", "--identity-limit", "off", "--no-store")
     try:
-        for _ in range(100):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            time.sleep(0.1)
-        url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+        url = emulator.url
         results = []
         print(f"{'rows':>10} {'load s':>8} {'replay s':>9} {'events/s':>9} {'peak RSS MB':>12}")
         for rows in args.rows:
@@ -154,8 +133,7 @@ def main() -> int:
             delta = results[-1][1]["peak_rss_mb"] - results[0][1]["peak_rss_mb"]
             print(f"peak RSS difference {results[-1][0]:,} vs {results[0][0]:,} rows: {delta:.1f} MB")
     finally:
-        emulator.terminate()
-        emulator.wait(timeout=10)
+        emulator.stop()
         import psycopg
 
         with psycopg.connect(args.dsn) as db:
