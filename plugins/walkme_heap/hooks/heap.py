@@ -80,13 +80,20 @@ class HeapHook(BaseHook):
     def __init__(self, heap_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.heap_conn_id = heap_conn_id
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        """The connection, looked up once per hook (a task asks for it several times)."""
+        if self._conn is None:
+            self._conn = self.get_connection(self.heap_conn_id)
+        return self._conn
 
     def options(self) -> dict[str, Any]:
         """The connection's extra, checked: unknown keys are refused (typos would be silent).
 
         Keys may carry the UI form's prefix (``extra__heap__region``); empty form fields are None.
         """
-        raw = self.get_connection(self.heap_conn_id).extra_dejson or {}
+        raw = self._connection().extra_dejson or {}
         extra = {k.removeprefix("extra__heap__"): v for k, v in raw.items() if v not in (None, "")}
         unknown = sorted(set(extra) - set(EXTRA_KEYS))
         if unknown:
@@ -147,7 +154,7 @@ class HeapHook(BaseHook):
 
     def get_conn(self) -> HeapClient:
         """A client with one pooled HTTP session for this connection."""
-        conn = self.get_connection(self.heap_conn_id)
+        conn = self._connection()
         options = self.options()
         base_url = base_url_from(conn.host, conn.schema, conn.port, options["region"])
         try:

@@ -68,7 +68,8 @@ class CsvSource(FileSource):
                     if len(skipped_leading) > 1000:
                         raise SourceError(f"{url}: the first 1000 records all have extra fields")
                     continue
-                bad = {r: f"expected {self._width(url)} fields, saw more" for r in skipped_leading}
+                width = len(self.headers(url)) if skipped_leading else 0
+                bad = {r: f"expected {width} fields, saw more" for r in skipped_leading}
                 cursor = 0
                 for frame in itertools.chain([first] if first is not None else [], reader):
                     bad.update(_malformed_lines(caught))
@@ -84,9 +85,6 @@ class CsvSource(FileSource):
                 if bad:
                     yield Chunk(frame=pd.DataFrame(), origin=url, malformed=sorted(bad.items()))
             return
-
-    def _width(self, url: str) -> int:
-        return len(self.headers(url))
 
 
 def _record_numbers(cursor: int, count: int, bad: dict[int, str]) -> np.ndarray:
