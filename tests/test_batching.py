@@ -58,3 +58,18 @@ def test_invalid_settings() -> None:
         Batcher(app_id="a", max_events=1001)
     with pytest.raises(ValueError):
         Batcher(app_id="a", max_bytes=10)
+
+
+def test_one_array_and_one_by_one_give_the_same_bytes() -> None:
+    """The fast path (one orjson call per run) and the exact greedy packing agree byte for byte."""
+    events = [event(i, size=i % 50) for i in range(700)]
+    batcher = Batcher(app_id="app")
+    (fast,), _ = batcher.pack(events)
+    (slow,), _ = batcher._pack_one_by_one(events)
+    assert fast.array is not None and slow.array is None
+    assert fast.body == slow.body
+    body_size = len(fast.body)
+    (at_cap,), _ = Batcher(app_id="app", max_bytes=body_size).pack(events)  # exactly at the cap: one
+    assert at_cap.array is not None
+    split, _ = Batcher(app_id="app", max_bytes=body_size - 1).pack(events)  # one byte less: two
+    assert [len(b) for b in split] == [699, 1] and all(len(b.body) <= body_size - 1 for b in split)

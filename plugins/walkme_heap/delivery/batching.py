@@ -1,8 +1,9 @@
 """Where batches are built: at most 1000 events and at most ``max_bytes`` of JSON per request.
 
-Each event is encoded once (orjson); a request body is the encoded events joined inside the bulk
-envelope, so the byte cap is exact, not estimated. A batch keeps its events and their encodings so
-that it can be split in halves (bisection) without encoding anything again.
+A run of up to 1000 events is encoded in one call (orjson, a JSON array): when it fits the byte cap,
+that array is the request's events, exactly as measured. Otherwise the events are encoded one by
+one and packed greedily, so the byte cap is exact, not estimated. A batch keeps its events so that
+it can be split in halves (bisection) without mapping anything again.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ DEFAULT_MAX_BYTES = 1_000_000  # Heap documents no cap: stay well below any plau
 
 @dataclass
 class Batch:
-    """One request's events, their encodings, and the envelope they go in."""
+    """One request's events and their encoding: one JSON array, or one part per event."""
 
     head: bytes
     events: list[dict[str, Any]]
-    parts: list[bytes]
+    parts: list[bytes] | None = None
+    array: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.events)
 
     @property
     def body(self) -> bytes:
+        if self.array is not None:  # head ends with "[", the array brings its own brackets
+            return self.head[:-1] + self.array + b"}"
+        assert self.parts is not None
         return self.head + b",".join(self.parts) + b"]}"
 
     @property
@@ -37,10 +42,11 @@ class Batch:
         return [event["idempotency_key"] for event in self.events]
 
     def halves(self) -> tuple[Batch, Batch]:
+        parts = self.parts if self.parts is not None else [orjson.dumps(e) for e in self.events]
         middle = len(self.events) // 2
         return (
-            Batch(self.head, self.events[:middle], self.parts[:middle]),
-            Batch(self.head, self.events[middle:], self.parts[middle:]),
+            Batch(self.head, self.events[:middle], parts[:middle]),
+            Batch(self.head, self.events[middle:], parts[middle:]),
         )
 
 
@@ -59,6 +65,22 @@ class Batcher:
 
     def pack(self, events: Iterable[dict[str, Any]]) -> tuple[list[Batch], list[dict[str, Any]]]:
         """(batches, events too large for any request on their own)."""
+        pending = events if isinstance(events, list) else list(events)
+        batches: list[Batch] = []
+        oversized: list[dict[str, Any]] = []
+        for start in range(0, len(pending), self.max_events):
+            run = pending[start : start + self.max_events]
+            array = orjson.dumps(run)
+            if self.envelope + len(array) - 2 <= self.max_bytes:  # the array's brackets are in envelope
+                batches.append(Batch(self.head, run, array=array))
+            else:
+                packed, too_large = self._pack_one_by_one(run)
+                batches.extend(packed)
+                oversized.extend(too_large)
+        return batches, oversized
+
+    def _pack_one_by_one(self, events: list[dict[str, Any]]) -> tuple[list[Batch], list[dict[str, Any]]]:
+        """Greedy packing of separately encoded events (a run whose one array is over the cap)."""
         batches: list[Batch] = []
         oversized: list[dict[str, Any]] = []
         current: list[dict[str, Any]] = []
