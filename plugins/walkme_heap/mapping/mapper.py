@@ -56,6 +56,11 @@ class MappedChunk:
     truncated_values: int = 0
 
 
+def stripped_text(series: pd.Series) -> list[str]:
+    """Canonical text of each value without surrounding blanks; missing -> "" (a plain list)."""
+    return [v.strip() if type(v) is str else "" if v is None else str(v).strip() for v in text_column(series)]
+
+
 def text_column(series: pd.Series) -> pd.Series:
     """Canonical text of ids: ints without ``.0``, strings as they are, missing stays missing."""
     if pd.api.types.is_float_dtype(series):
@@ -121,17 +126,22 @@ class Mapper:
 
         environment = self._role(frame, "environment")
         if environment is not None and not self.spec.include_non_production:
-            env_text = text_column(environment).fillna("0").astype(str).str.strip()
-            mark(~env_text.isin(["0", ""]).to_numpy(), "non_production")
+            production = ("", "0")
+            env_text = stripped_text(environment)
+            mark(np.fromiter((v not in production for v in env_text), dtype=bool, count=n), "non_production")
 
-        identity = text_column(self._role(frame, "identity")).fillna("").astype(str).str.strip()
-        mark(identity.str.lower().isin(PLACEHOLDER_IDENTITIES).to_numpy(), "missing_identity")
-        mark((identity.str.len() > MAX_IDENTITY_CHARS).to_numpy(), "identity_too_long")
+        identity = stripped_text(self._role(frame, "identity"))
+        mark(
+            np.fromiter((v.lower() in PLACEHOLDER_IDENTITIES for v in identity), dtype=bool, count=n),
+            "missing_identity",
+        )
+        identity_lengths = np.fromiter(map(len, identity), dtype=np.int64, count=n)
+        mark(identity_lengths > MAX_IDENTITY_CHARS, "identity_too_long")
 
         event_ids = self._role(frame, "event_id")
         if event_ids is not None:
-            event_id_text = text_column(event_ids).fillna("").astype(str).str.strip()
-            mark((event_id_text == "").to_numpy(), "missing_event_id")
+            event_id_text = stripped_text(event_ids)
+            mark(np.fromiter((not v for v in event_id_text), dtype=bool, count=n), "missing_event_id")
 
         names = self.namer.names(
             None if (c := self._role(frame, "item_type")) is None else text_column(c),
@@ -153,11 +163,11 @@ class Mapper:
         if len(rows) == 0:
             return result
         good = frame.iloc[rows].reset_index(drop=True)
-        good_identity = identity.to_numpy()[rows]
+        good_identity = [identity[r] for r in rows.tolist()]
         good_times = times[rows]
         good_names = names[rows]
         if event_ids is not None:
-            keys = keys_from_event_ids(event_id_text.to_numpy()[rows])
+            keys = keys_from_event_ids([event_id_text[r] for r in rows.tolist()])
         else:
             keys = keys_from_fields(
                 good_identity,
@@ -171,18 +181,25 @@ class Mapper:
         prop_keys = [property_key(c) for c in property_names]
         prop_columns = [cleaner.column(good[c]) for c in property_names]
         stamps = format_ms(good_times).tolist()
-        events = result.events
-        for i, values in enumerate(zip(*prop_columns, strict=True) if prop_columns else ((),) * len(rows)):
-            properties = {k: v for k, v in zip(prop_keys, values, strict=True) if v is not None}
-            event: dict[str, Any] = {
-                "identity": good_identity[i],
-                "event": good_names[i],
-                "timestamp": stamps[i],
-                "idempotency_key": keys[i],
-            }
-            if properties:
-                event["properties"] = properties
-            events.append(event)
+        # The per-row work of a replay: comprehensions over plain lists, dict(zip()) when no value
+        # was dropped (most rows), and no "properties" key when a row has none.
+        if prop_columns:
+            properties = [
+                dict(zip(prop_keys, values, strict=True))
+                if None not in values
+                else {k: v for k, v in zip(prop_keys, values, strict=True) if v is not None}
+                for values in zip(*prop_columns, strict=True)
+            ]
+        else:
+            properties = [{}] * len(rows)
+        result.events = [
+            {"identity": who, "event": what, "timestamp": when, "idempotency_key": key, "properties": props}
+            if props
+            else {"identity": who, "event": what, "timestamp": when, "idempotency_key": key}
+            for who, what, when, key, props in zip(
+                good_identity, good_names.tolist(), stamps, keys, properties, strict=True
+            )
+        ]
         result.truncated_values = cleaner.truncated
         return result
 
@@ -190,4 +207,4 @@ class Mapper:
         series = self._role(frame, role)
         if series is None:
             return [""] * len(frame)
-        return text_column(series).fillna("").astype(str).str.strip().tolist()
+        return stripped_text(series)

@@ -51,16 +51,24 @@ class PropertyCleaner:
             return value[:MAX_CHARS]
         return value
 
+    def text(self, value: str | None) -> str | None:
+        """Missing or blank text -> None (dropped); long text cut to 1023 characters and counted."""
+        if value is None or not value.strip():
+            return None
+        if len(value) > MAX_CHARS:
+            self.truncated += 1
+            return value[:MAX_CHARS]
+        return value
+
     def column(self, series: pd.Series) -> list[Any]:
         """A whole column at once; string columns take a vectorised path."""
         if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
-            text = series.astype(object)
-            empty = series.isna() | (series.str.strip() == "")
-            long = (series.str.len() > MAX_CHARS).fillna(False)
-            if long.any():
-                self.truncated += int(long.sum())
-                text = text.where(~long, series.str.slice(0, MAX_CHARS).astype(object))
-            return text.where(~empty.fillna(True), None).tolist()
+            # One pass in a comprehension: most values are short, non-blank text and stay as they are.
+            text = self.text
+            return [
+                v if v and len(v) <= MAX_CHARS and not v.isspace() else text(v)
+                for v in series.to_numpy(dtype=object, na_value=None)
+            ]
         if pd.api.types.is_integer_dtype(series) and not series.hasnans:
             return [int(v) for v in series.to_numpy()]
         return [self.value(v) for v in series.tolist()]
