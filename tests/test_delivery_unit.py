@@ -182,3 +182,16 @@ def test_the_app_budget_is_shared_with_other_runs() -> None:
     clock.now += 1.0
     assert len(pacer.take(1000)) == 30
     assert asked and all(s == WINDOW_SECONDS + MARGIN_SECONDS for s in asked)
+
+
+@pytest.mark.parametrize("room", [3, 1000])
+def test_longest_first_is_a_stable_sort_by_queue_length(room: int) -> None:
+    """The partial sort (many identities) and the full sort give the order sorted() would."""
+    import random
+
+    rng = random.Random(5)
+    pacer = Pacer(app_limit=None, identity_limit=None)
+    for i in range(500):
+        pacer.add([{"identity": f"u{i}", "n": j} for j in range(rng.choice([1, 1, 2, 3, 7, 40]))])
+    expected = sorted(pacer._queues, key=lambda i: len(pacer._queues[i]), reverse=True)
+    assert list(pacer._longest_first(room)) == expected

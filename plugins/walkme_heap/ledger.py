@@ -5,7 +5,10 @@ keys (8 bytes an event, little-endian). It is written right after Heap acknowled
 run killed at any moment loses at most the batch in flight (Heap drops that repeat by key). A run
 loads the hashes of its window's days once and filters each chunk against them with numpy.
 
-A second table keeps one row per run (status, counts, dead-letter location) for reports.
+A second table keeps one row per run (status, counts, dead-letter location) for reports, and a
+third is the shared rate budget of each Heap app: every run (any pipeline, day, shard or retry, on
+any worker) reserves the events it is about to send there, atomically, so together they never exceed
+the app's limit (PostgreSQL: an advisory lock per app; SQLite: an immediate transaction).
 No Airflow import: the operator hands in a DB-API ``connect`` and the driver's placeholder.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+import zlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -24,6 +29,7 @@ from walkme_heap.mapping.keys import key_hashes
 DEFAULT_LEDGER_CONN_ID = "walkme_heap_ledger"
 BATCHES = "walkme_heap_acks"
 RUNS = "walkme_heap_runs"
+BUDGET = "walkme_heap_budget"
 
 
 def _dialect(connection: Any) -> str:
@@ -93,6 +99,14 @@ class Ledger:
             "skipped INTEGER, dead_letters VARCHAR(1000), message VARCHAR(2000))"
         )
         self._connection.commit()
+        self._add_columns(RUNS, {"shard": "VARCHAR(20)"})
+        cursor = self._connection.cursor()
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {BUDGET} (id {serial}, app_id VARCHAR(250) NOT NULL, "
+            f"holder VARCHAR(250), events INTEGER NOT NULL, stamp_epoch {real} NOT NULL)"
+        )
+        cursor.execute(f"CREATE INDEX IF NOT EXISTS {BUDGET}_app_stamp ON {BUDGET} (app_id, stamp_epoch)")
+        self._connection.commit()
 
     def _add_columns(self, table: str, columns: dict[str, str]) -> None:
         """Bring a ledger created by an earlier version up to date (new nullable columns)."""
@@ -158,14 +172,117 @@ class Ledger:
             self.connection.commit()
         return [(float(t), int(n)) for t, n in rows]
 
+    # -- the shared rate budget of a Heap app -----------------------------------------------------
+    @property
+    def shares_budget(self) -> bool:
+        """Whether this database can serialise reservations (PostgreSQL and SQLite can)."""
+        return _dialect(self.connection) in ("postgres", "sqlite")
+
+    def _lock_app(self, app_id: str) -> float:
+        """Begin a transaction that holds the app's budget alone; return the database's clock."""
+        if _dialect(self.connection) == "postgres":
+            cursor = self._execute(
+                "SELECT pg_advisory_xact_lock(?), extract(epoch from clock_timestamp())",
+                [zlib.crc32(f"walkme_heap_budget:{app_id}".encode())],
+            )
+            return float(cursor.fetchone()[1])
+        if self.connection.in_transaction:
+            self.connection.commit()
+        self.connection.execute("BEGIN IMMEDIATE")  # SQLite: one writer at a time, readers wait
+        return time.time()
+
+    def reserve(
+        self, app_id: str, holder: str, wanted: int, limit: int, window: float, in_flight: float
+    ) -> tuple[int, int | None, float]:
+        """Reserve up to ``wanted`` events of the app's budget: (granted, reservation id, retry at).
+
+        Every reservation counts against the app while its stamp is within ``window`` seconds of
+        the database's clock. A new one is stamped ``in_flight`` seconds ahead (its requests may
+        still be retried that long); ``settle`` stamps it when Heap answers. A run that dies keeps
+        its reservations until they expire, so a retry elsewhere cannot exceed the limit. With no
+        room, ``retry at`` is when enough frees (by the database's clock, as an offset from now).
+        """
+        with self._lock:
+            try:
+                now = self._lock_app(app_id)
+                rows = self._execute(
+                    f"SELECT stamp_epoch, events FROM {BUDGET} WHERE app_id = ? AND stamp_epoch > ? "
+                    "ORDER BY stamp_epoch",
+                    [app_id, now - window],
+                ).fetchall()
+                free = limit - sum(int(n) for _, n in rows)
+                if free <= 0 or wanted <= 0:
+                    excess = 1 - free  # events that must expire before one more fits
+                    wait = window
+                    for stamp, count in rows:
+                        excess -= int(count)
+                        if excess <= 0:
+                            wait = float(stamp) + window - now
+                            break
+                    self._execute(
+                        f"DELETE FROM {BUDGET} WHERE app_id = ? AND stamp_epoch < ?",
+                        [app_id, now - 2 * window],
+                    )
+                    self.connection.commit()
+                    return 0, None, max(0.0, wait)
+                granted = min(wanted, free)
+                returning = " RETURNING id" if _dialect(self.connection) == "postgres" else ""
+                cursor = self._execute(
+                    f"INSERT INTO {BUDGET} (app_id, holder, events, stamp_epoch) "
+                    f"VALUES (?, ?, ?, ?){returning}",
+                    [app_id, holder, granted, now + in_flight],
+                )
+                row_id = int(cursor.fetchone()[0] if returning else cursor.lastrowid)
+                self.connection.commit()
+            except BaseException:
+                self.connection.rollback()
+                raise
+        return granted, row_id, 0.0
+
+    def settle(self, reservation: int, events: int) -> None:
+        """A reservation's final size, stamped now (Heap answered): it counts one window from now."""
+        with self._lock:
+            if events <= 0:
+                self._execute(f"DELETE FROM {BUDGET} WHERE id = ?", [reservation])
+            elif _dialect(self.connection) == "postgres":
+                self._execute(
+                    f"UPDATE {BUDGET} SET events = ?, stamp_epoch = extract(epoch from clock_timestamp()) "
+                    "WHERE id = ?",
+                    [events, reservation],
+                )
+            else:
+                self._execute(
+                    f"UPDATE {BUDGET} SET events = ?, stamp_epoch = ? WHERE id = ?",
+                    [events, time.time(), reservation],
+                )
+            self.connection.commit()
+
+    def resize(self, reservation: int, events: int) -> None:
+        """Shrink a reservation that is still in flight (a batch smaller than reserved)."""
+        with self._lock:
+            self._execute(f"UPDATE {BUDGET} SET events = ? WHERE id = ?", [events, reservation])
+            self.connection.commit()
+
+    def budget_used(self, app_id: str, window: float) -> int:
+        """Events counted against the app now (reports and tests)."""
+        with self._lock:
+            rows = self._execute(
+                f"SELECT stamp_epoch, events FROM {BUDGET} WHERE app_id = ?", [app_id]
+            ).fetchall()
+            self.connection.commit()
+        now = time.time()
+        return sum(int(n) for t, n in rows if float(t) > now - window)
+
     # -- runs --------------------------------------------------------------------------------------
-    def start_run(self, pipeline: str, label: str, start: str, end: str, run_id: str | None) -> int:
+    def start_run(
+        self, pipeline: str, label: str, start: str, end: str, run_id: str | None, shard: str | None = None
+    ) -> int:
         returning = " RETURNING id" if _dialect(self.connection) == "postgres" else ""
         with self._lock:
             cursor = self._execute(
                 f"INSERT INTO {RUNS} (pipeline, window_label, window_start, window_end, run_id, status, "
-                f"started_at) VALUES (?, ?, ?, ?, ?, 'running', ?){returning}",
-                [pipeline, label, start, end, run_id, datetime.now(UTC).isoformat()],
+                f"started_at, shard) VALUES (?, ?, ?, ?, ?, 'running', ?, ?){returning}",
+                [pipeline, label, start, end, run_id, datetime.now(UTC).isoformat(), shard],
             )
             row_id = cursor.fetchone()[0] if returning else cursor.lastrowid
             self.connection.commit()
@@ -206,11 +323,12 @@ class Ledger:
 
     # -- reports -----------------------------------------------------------------------------------
     def latest_runs(self) -> list[dict[str, Any]]:
-        """The newest run of each pipeline and window, newest windows first."""
+        """The newest run of each pipeline, window and shard, newest windows first."""
         with self._lock:
             cursor = self._execute(
-                f"SELECT r.* FROM {RUNS} r JOIN (SELECT pipeline, window_label, max(id) AS id FROM {RUNS} "
-                "GROUP BY pipeline, window_label) m ON r.id = m.id ORDER BY r.pipeline, r.window_start DESC"
+                f"SELECT r.* FROM {RUNS} r JOIN (SELECT max(id) AS id FROM {RUNS} "
+                "GROUP BY pipeline, window_label, COALESCE(shard, '')) m ON r.id = m.id "
+                "ORDER BY r.pipeline, r.window_start DESC, r.shard"
             )
             names = [d[0] for d in cursor.description]
             rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -11,13 +11,31 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 WINDOW_SECONDS = 60.0
 MARGIN_SECONDS = 0.25  # added to every window: clocks and network never line up exactly
 WAIT_SLICE_SECONDS = 5.0  # sleep in slices, so progress is logged while waiting
+
+
+class SharedBudget(Protocol):
+    """An app's rate budget shared with other processes (see ``Ledger.reserve``)."""
+
+    def reserve(self, wanted: int) -> tuple[int, float]:
+        """Take up to ``wanted`` events of budget: (granted, seconds until more frees if 0)."""
+        ...
+
+    def resize(self, used: int) -> None:
+        """The last reservation's events that will be sent (the rest goes back)."""
+        ...
+
+    def acknowledged(self) -> None:
+        """Heap answered a batch of the last reservation: it counts one window from now."""
+        ...
 
 
 @dataclass
@@ -52,6 +70,7 @@ class Pacer:
         sleep: Callable[[float], None] = time.sleep,
         on_wait: Callable[[], None] | None = None,
         shared_usage: Callable[[float], int] | None = None,
+        budget: SharedBudget | None = None,
     ) -> None:
         self.app_limit = app_limit
         self.identity_limit = identity_limit
@@ -61,6 +80,9 @@ class Pacer:
         # Events other runs sent into the same app in the last window (a budget shared through the
         # ledger database), given the window's length in seconds; asked at most once a second.
         self.shared_usage = shared_usage
+        # Or a budget shared atomically (reserved before each batch): it then replaces this
+        # process's own app window, since it counts this process's sends too.
+        self.budget = budget
         self._shared = (float("-inf"), 0)
         self._app = _Window()
         self._identities: dict[str, _Window] = {}
@@ -94,13 +116,23 @@ class Pacer:
         while True:
             now = self.clock()
             room = max_events
-            if self.app_limit is not None:
-                self._app.prune(now)
-                room = min(room, self.app_limit - self._app.total - self._others(now))
-            batch = self._select(room, per_identity, now) if room > 0 else []
+            shared_wait = None
+            if self.app_limit is not None and self.budget is not None:
+                if not self.pending:
+                    return []
+                room, shared_wait = self.budget.reserve(min(room, self.pending))
+                batch = self._select(room, per_identity, now) if room > 0 else []
+                if room > 0:
+                    self.budget.resize(len(batch))
+            else:
+                if self.app_limit is not None:
+                    self._app.prune(now)
+                    room = min(room, self.app_limit - self._app.total - self._others(now))
+                batch = self._select(room, per_identity, now) if room > 0 else []
             if batch or not self.pending or not wait:
                 return batch
-            pause = min(WAIT_SLICE_SECONDS, max(0.01, self._next_free(now) - now))
+            free_at = now + shared_wait if room <= 0 and shared_wait is not None else self._next_free(now)
+            pause = min(WAIT_SLICE_SECONDS, max(0.01, free_at - now))
             self.waited_seconds += pause
             self.sleep(pause)
             if self.on_wait is not None:
@@ -115,7 +147,7 @@ class Pacer:
             progressed = False
             # Longest queues first: a heavy identity's minute budget is used as soon as it is free,
             # so its events do not pile up at the end of the run (everyone else fills the rest).
-            for identity in sorted(self._queues, key=lambda i: len(self._queues[i]), reverse=True):
+            for identity in self._longest_first(room):
                 if room <= 0:
                     break
                 queue = self._queues[identity]
@@ -133,6 +165,27 @@ class Pacer:
                     del self._queues[identity]
         self.pending -= len(batch)
         return batch
+
+    def _longest_first(self, room: int) -> Iterator[str]:
+        """Identities by queue length, longest first, ties in queue order (a stable sort).
+
+        A batch usually fills from the first ``room`` identities, so with many identities queued
+        those are found by a partial sort (numpy, no Python call per identity) and the full order
+        is computed only if the pass goes on past them.
+        """
+        identities = list(self._queues)
+        n = len(identities)
+        lengths = np.fromiter(map(len, self._queues.values()), dtype=np.int64, count=n)
+        rank = np.arange(n, dtype=np.int64) - lengths * n  # unique: length first, then position
+        if n > 2 * room:
+            top = np.argpartition(rank, room)[:room]
+            for index in top[np.argsort(rank[top])].tolist():
+                yield identities[index]
+            for index in np.argsort(rank)[room:].tolist():
+                yield identities[index]
+        else:
+            for index in np.argsort(rank).tolist():
+                yield identities[index]
 
     def _others(self, now: float) -> int:
         if self.shared_usage is None:
@@ -159,7 +212,9 @@ class Pacer:
     def acknowledged(self, events: list[dict[str, Any]]) -> None:
         """Record a batch Heap accepted (stamped now, after its answer)."""
         now = self.clock()
-        if self.app_limit is not None:
+        if self.budget is not None:
+            self.budget.acknowledged()
+        elif self.app_limit is not None:
             self._app.entries.append((now, len(events)))
             self._app.total += len(events)
         if self.identity_limit is not None:
