@@ -44,6 +44,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert (pipeline.schedule, pipeline.heap_conn_id, pipeline.catchup) == ("@daily", "heap_default", True)
     assert pipeline.mapping.preset == "webhook" and pipeline.source.on_missing == "fail"
     assert pipeline.start_date.isoformat() == "2024-03-10T00:00:00+00:00"
+    assert (pipeline.shards, pipeline.retry_delay_seconds) == (1, 120)
 
 
 def test_environment_variable_selects_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,6 +64,10 @@ def test_environment_variable_selects_the_file(tmp_path: Path, monkeypatch: pyte
         ("    retries: yes\n", "key 'retries' must be int"),
         ("    end_date: 2024-03-01\n", "key 'end_date' must be after start_date"),
         ("    mapping:\n      preset: none\n", "key 'mapping.columns.identity' is required"),
+        ("    shards: 0\n", "key 'shards' must be between 1 and 64, got 0"),
+        ("    shards: 65\n", "key 'shards' must be between 1 and 64, got 65"),
+        ("    shards: two\n", "key 'shards' must be int"),
+        ("    retry_delay_seconds: -5\n", "key 'retry_delay_seconds' must not be negative"),
     ],
 )
 def test_errors_name_pipeline_and_key(tmp_path: Path, addition: str, message: str) -> None:

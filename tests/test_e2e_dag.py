@@ -207,3 +207,21 @@ def test_a_trial_run_with_a_row_limit(e2e: HeapEmulator) -> None:
     result = run("e2e", conf={"limit": 3})
     assert result.state == "success" and result.summary is not None
     assert result.summary["read"] == 3 and stats(e2e)["unique_events"] == result.summary["sent"] == 2
+
+
+def test_a_sharded_day_runs_as_mapped_tasks_and_adds_up(e2e: HeapEmulator) -> None:
+    """Three mapped replay tasks (one per shard) and a summary task; the day is replayed exactly."""
+    from walkme_heap.dag_factory import build_dags
+
+    dag = build_dags(DATA / "e2e" / "pipelines.yaml")["walkme_to_heap_e2e_sharded"]
+    assert dag.get_task("summary").upstream_task_ids == {"replay"}
+    result = run("e2e_sharded")
+    assert result.state == "success"
+    assert by_key(received(e2e)) == by_key([{**e} for e in EXPECTED])
+    summary = result.summary
+    assert summary is not None and summary["shard"] == "3 shards"
+    assert (summary["read"], summary["sent"]) == (10, 5)
+    assert summary["invalid_by_reason"] == {"missing_identity": 1, "unparsable_time": 1}
+    assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 2}
+    again = run("e2e_sharded")
+    assert again.summary is not None and (again.summary["sent"], again.summary["already_sent"]) == (0, 5)

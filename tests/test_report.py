@@ -24,6 +24,7 @@ from walkme_heap.ledger import Ledger
 from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
 from walkme_heap.replay import ReplayOptions, replay
 from walkme_heap.report import create_app
+from walkme_heap.sharding import Shard
 from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.window import resolve_window
 
@@ -49,6 +50,18 @@ def populate(home: Path) -> None:
                 dead_letters=DeadLetters(str(home / "dead_letters"), "e2e", window.label),
             )
             ledger.close()
+        ledger = Ledger.sqlite(str(home / "ledger.db"))
+        for index in range(2):  # a sharded day: one run record per shard
+            replay(
+                "e2e_sharded",
+                CsvSource(path, window),
+                SPEC,
+                window,
+                HeapClient(emulator.url, "app"),
+                ReplayOptions(max_invalid_ratio=0.5, shard=Shard(index, 2)),
+                ledger=ledger,
+            )
+        ledger.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +93,11 @@ def test_report_page_and_api(report_home: Path, monkeypatch: pytest.MonkeyPatch)
     assert '<tr id="day-e2e-2024-03-10" class="selected">' in page
     assert '<td data-col="already_sent">5</td>' in page and "<svg" in page
     assert "No replays recorded yet" in client.get("/report", params={"pipeline": "other"}).text
+    shards = client.get("/api/days", params={"pipeline": "e2e_sharded"}).json()["days"]
+    assert [(d["shard"], d["status"]) for d in shards] == [("1/2", "success"), ("2/2", "success")]
+    assert sum(d["read_rows"] for d in shards) == 10 and sum(d["sent"] for d in shards) == 5
+    page = client.get("/report", params={"pipeline": "e2e_sharded", "day": "2024-03-10"}).text
+    assert '<tr id="day-e2e_sharded-2024-03-10-shard-2-of-2" class="selected">' in page
 
 
 def free_port() -> int:

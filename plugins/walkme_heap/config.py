@@ -18,6 +18,7 @@ import yaml
 from walkme_heap.ledger import DEFAULT_LEDGER_CONN_ID
 from walkme_heap.mapping.presets import PRESETS, ROLES
 from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, EventNameSpec, MappingSpec
+from walkme_heap.sharding import MAX_SHARDS
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
 from walkme_heap.sources.sql import TIME_TYPES
 
@@ -65,6 +66,8 @@ class Pipeline:
     catchup: bool = True
     max_active_runs: int = 1
     retries: int = 2
+    retry_delay_seconds: int = 120
+    shards: int = 1  # split each window into this many shards by identity (mapped tasks)
     tags: tuple[str, ...] = field(default_factory=tuple)
     ledger_conn_id: str = DEFAULT_LEDGER_CONN_ID
     pool: str = ""  # Airflow pool shared by every replay into the same Heap app (1 slot)
@@ -302,6 +305,8 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
         catchup=top.get("catchup", bool, True),
         max_active_runs=top.get("max_active_runs", int, 1),
         retries=top.get("retries", int, 2),
+        retry_delay_seconds=top.get("retry_delay_seconds", int, 120),
+        shards=top.get("shards", int, 1),
         tags=top.strings("tags"),
         ledger_conn_id=top.get("ledger_conn_id", str, DEFAULT_LEDGER_CONN_ID),
         pool=top.get("pool", str, ""),
@@ -312,6 +317,10 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
         mapping_config=dict(top.data.get("mapping") or {}),
     )
     top.done()
+    if not 1 <= pipeline.shards <= MAX_SHARDS:
+        raise top.fail("shards", f"must be between 1 and {MAX_SHARDS}, got {pipeline.shards}")
+    if pipeline.retry_delay_seconds < 0 or pipeline.retries < 0:
+        raise top.fail("retries" if pipeline.retries < 0 else "retry_delay_seconds", "must not be negative")
     if pipeline.end_date and pipeline.end_date <= pipeline.start_date:
         raise top.fail("end_date", "must be after start_date")
     return pipeline

@@ -13,6 +13,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from walkme_heap.config import ConfigError, Pipeline, config_path, load_pipelines
 from walkme_heap.operators.replay import WalkMeToHeapOperator
+from walkme_heap.operators.summary import ReplaySummaryOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
 
@@ -59,7 +60,7 @@ def _params() -> dict[str, Param]:
 
 
 def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
-    """The DAG of one pipeline: a single replay task per data interval."""
+    """The DAG of one pipeline: a replay task per data interval, or one per shard and a summary."""
     schedule = None
     try:
         if pipeline.schedule.lower() not in ("none", "manual"):
@@ -80,22 +81,36 @@ def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
         max_active_runs=pipeline.max_active_runs,
         params=_params(),
         tags=["walkme", "heap", *pipeline.tags],
-        default_args={"retries": pipeline.retries, "retry_delay": timedelta(minutes=2)},
+        default_args={
+            "retries": pipeline.retries,
+            "retry_delay": timedelta(seconds=pipeline.retry_delay_seconds),
+        },
         doc_md=__doc__,
     ) as dag:
-        WalkMeToHeapOperator(
-            task_id="replay",
-            pipeline=pipeline.name,
-            source=pipeline.source_config,
-            mapping=pipeline.mapping_config,
-            heap_conn_id=pipeline.heap_conn_id,
-            pool=pipeline.heap_pool,
-            ledger_conn_id=pipeline.ledger_conn_id,
-            dead_letters=pipeline.dead_letters,
-            dead_letters_conn_id=pipeline.dead_letters_conn_id,
-            max_invalid_ratio=pipeline.max_invalid_ratio,
-            config_dir=str(config_dir),
-        )
+        arguments = {
+            "task_id": "replay",
+            "pipeline": pipeline.name,
+            "source": pipeline.source_config,
+            "mapping": pipeline.mapping_config,
+            "heap_conn_id": pipeline.heap_conn_id,
+            "pool": pipeline.heap_pool,
+            "ledger_conn_id": pipeline.ledger_conn_id,
+            "dead_letters": pipeline.dead_letters,
+            "dead_letters_conn_id": pipeline.dead_letters_conn_id,
+            "max_invalid_ratio": pipeline.max_invalid_ratio,
+            "config_dir": str(config_dir),
+        }
+        if pipeline.shards == 1:
+            WalkMeToHeapOperator(**arguments)
+        else:
+            # One mapped task instance per shard (each its own retries, worker and ledger rows),
+            # then the day's summary from all of them.
+            shards = WalkMeToHeapOperator.partial(
+                **arguments, shards=pipeline.shards, map_index_template="{{ shard_label }}"
+            ).expand(shard=list(range(pipeline.shards)))
+            ReplaySummaryOperator(
+                task_id="summary", pipeline=pipeline.name, summaries=shards.output, shards=pipeline.shards
+            )
     return dag
 
 

@@ -38,14 +38,23 @@ def run_dag(
     if dag is None:
         raise RuntimeError(f"no DAG {dag_id!r} in {dag_folder} (found {sorted(bag.dag_ids)})")
     run = dag.test(logical_date=logical_date, run_conf=conf or None)
+    # A sharded pipeline's day is summed up by its "summary" task; its shards are mapped "replay"s.
+    summary_task = "summary" if dag.has_task("summary") else "replay"
     with create_session() as session:
         rows = (
             session.query(XComModel)
-            .filter(XComModel.dag_id == dag_id, XComModel.run_id == run.run_id, XComModel.task_id == "replay")
+            .filter(
+                XComModel.dag_id == dag_id,
+                XComModel.run_id == run.run_id,
+                XComModel.task_id.in_(["replay", summary_task]),
+            )
+            .order_by(XComModel.map_index)
             .all()
         )
-        values = {row.key: row.value for row in rows}
-    links = {k.removeprefix("_link_"): v for k, v in values.items() if k.startswith("_link_")}
-    return DagTestResult(
-        state=str(run.state), run_id=run.run_id, summary=values.get("return_value"), links=links
-    )
+    summary = next((r.value for r in rows if r.task_id == summary_task and r.key == "return_value"), None)
+    links = {
+        r.key.removeprefix("_link_"): r.value
+        for r in rows
+        if r.task_id == "replay" and r.key.startswith("_link_")
+    }
+    return DagTestResult(state=str(run.state), run_id=run.run_id, summary=summary, links=links)

@@ -21,13 +21,14 @@ from walkme_heap.deadletters import DeadLetters
 from walkme_heap.dedupe import SeenKeys
 from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS, Batch, Batcher
 from walkme_heap.delivery.client import HeapClient
-from walkme_heap.delivery.pacing import Pacer
+from walkme_heap.delivery.pacing import MARGIN_SECONDS, WINDOW_SECONDS, Pacer
 from walkme_heap.delivery.sender import HeapRefused, RetriesExhausted, RetryPolicy, Sender
 from walkme_heap.ledger import Ledger
 from walkme_heap.mapping.columns import bind_columns
 from walkme_heap.mapping.keys import key_hashes
-from walkme_heap.mapping.mapper import Mapper
+from walkme_heap.mapping.mapper import Mapper, stripped_text
 from walkme_heap.mapping.spec import MappingSpec
+from walkme_heap.sharding import Shard
 from walkme_heap.sources.base import Chunk
 from walkme_heap.summary import ReplaySummary
 from walkme_heap.window import Window
@@ -76,6 +77,7 @@ class ReplayOptions:
     sample_payloads: int = 3
     pending_events: int = 20_000  # events waiting for budget before reading stops
     row_limit: int | None = None  # a trial run: stop reading after this many rows
+    shard: Shard | None = None  # replay only this shard's rows (identities hashed into K shards)
 
 
 def mask_identity(event: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +89,42 @@ def mask_identity(event: dict[str, Any]) -> dict[str, Any]:
 def _source_row(chunk: Chunk, position: int) -> tuple[int | None, dict[str, Any]]:
     row = chunk.frame.iloc[position]
     return int(chunk.frame.index[position]), row.to_dict()
+
+
+class LedgerBudget:
+    """The Heap app's rate budget, shared through the ledger database by every run into the app.
+
+    Each batch's events are reserved before it is built (so shards, days and pipelines running at
+    once never exceed the limit together) and re-stamped when Heap answers. A reservation not yet
+    answered counts as if sent ``in_flight`` seconds from now: as long as its batch may be retried.
+    """
+
+    def __init__(self, ledger: Ledger, app_id: str, holder: str, limit: int, retry: RetryPolicy) -> None:
+        self.ledger, self.app_id, self.holder, self.limit = ledger, app_id, holder, limit
+        self.in_flight = retry.max_seconds + 60.0  # the retry budget plus one request's timeout
+        self.window = WINDOW_SECONDS + MARGIN_SECONDS
+        self._reservation: tuple[int, int] | None = None  # (id, events)
+
+    def reserve(self, wanted: int) -> tuple[int, float]:
+        granted, reservation, wait = self.ledger.reserve(
+            self.app_id, self.holder, wanted, self.limit, self.window, self.in_flight
+        )
+        self._reservation = (reservation, granted) if reservation is not None else None
+        return granted, wait
+
+    def resize(self, used: int) -> None:
+        if self._reservation is not None and used != self._reservation[1]:
+            reservation = self._reservation[0]
+            if used:  # keeps its in-flight stamp until Heap answers
+                self.ledger.resize(reservation, used)
+                self._reservation = (reservation, used)
+            else:
+                self.ledger.settle(reservation, 0)
+                self._reservation = None
+
+    def acknowledged(self) -> None:
+        if self._reservation is not None:
+            self.ledger.settle(*self._reservation)
 
 
 class _Run:
@@ -107,7 +145,11 @@ class _Run:
         self.pipeline, self.source, self.spec, self.window = pipeline, source, spec, window
         self.options, self.ledger, self.dead_letters = options, ledger, dead_letters
         self.summary = ReplaySummary(
-            pipeline=pipeline, window=window.as_dict(), dry_run=options.dry_run, force=options.force
+            pipeline=pipeline,
+            window=window.as_dict(),
+            dry_run=options.dry_run,
+            force=options.force,
+            shard=f"{options.shard.index + 1}/{options.shard.count}" if options.shard else None,
         )
         self.started = time.monotonic()
         self.last_progress = self.started
@@ -117,10 +159,20 @@ class _Run:
         self.app_id = client.app_id if client else None
         # This process's acknowledgements in the ledger (a retry of the same Airflow run is another
         # process whose earlier sends still count against the shared budget).
-        self.run_token = f"{options.run_id or 'walkme-heap'}#{uuid.uuid4().hex[:12]}"
-        shared = self._shared_usage if ledger is not None and self.app_id else None
+        shard_tag = f"#{options.shard.label}" if options.shard else ""
+        self.run_token = f"{options.run_id or 'walkme-heap'}{shard_tag}#{uuid.uuid4().hex[:12]}"
+        shared, budget = None, None
+        if ledger is not None and self.app_id and options.app_limit is not None:
+            if ledger.shares_budget:
+                budget = LedgerBudget(ledger, self.app_id, self.run_token, options.app_limit, options.retry)
+            else:  # a database without serialisable reservations: read others' recent sends
+                shared = self._shared_usage
         self.pacer = Pacer(
-            options.app_limit, options.identity_limit, on_wait=self.progress, shared_usage=shared
+            options.app_limit,
+            options.identity_limit,
+            on_wait=self.progress,
+            shared_usage=shared,
+            budget=budget,
         )
         self.batcher = Batcher(client.app_id if client else "dry-run", options.max_events, options.max_bytes)
         self.sender = Sender(client, options.retry, on_acknowledged=self._acknowledged) if client else None
@@ -215,7 +267,21 @@ class _Run:
                         attempts=rejected.attempts,
                     )
 
+    def _own_rows(self, chunk: Chunk, mapper: Mapper) -> Chunk:
+        """This shard's rows of a chunk; the others are another shard's to read and count."""
+        shard = self.options.shard
+        assert shard is not None
+        frame, column = chunk.frame, mapper.bound.roles.get("identity")
+        identities = stripped_text(frame[column]) if column in frame.columns else [""] * len(frame)
+        mask = shard.mask(identities)
+        malformed = chunk.malformed if shard.owns_unsplittable_rows else []
+        if mask.all() and len(malformed) == len(chunk.malformed):
+            return chunk
+        return Chunk(frame=frame[mask], origin=chunk.origin, malformed=malformed)
+
     def _chunk(self, chunk: Chunk, mapper: Mapper) -> None:
+        if self.options.shard is not None:
+            chunk = self._own_rows(chunk, mapper)
         summary = self.summary
         summary.read += len(chunk.frame) + len(chunk.malformed)
         for record, problem in chunk.malformed:
@@ -317,7 +383,12 @@ def replay(
     row_id = None
     if ledger_for_writes is not None:
         row_id = ledger_for_writes.start_run(
-            pipeline, window.label, window.start.isoformat(), window.end.isoformat(), options.run_id
+            pipeline,
+            window.label,
+            window.start.isoformat(),
+            window.end.isoformat(),
+            options.run_id,
+            run.summary.shard,
         )
     try:
         summary = run.run()

@@ -70,6 +70,7 @@ def _chart(sent: list[dict[str, Any]]) -> str:
 COLUMNS = [
     ("pipeline", "Pipeline"),
     ("window_label", "Day"),
+    ("shard", "Shard"),
     ("status", "Status"),
     ("read_rows", "Read"),
     ("sent", "Sent"),
@@ -93,7 +94,8 @@ def _cell(key: str, value: Any) -> str:
 def render(data: dict[str, Any], pipeline: str | None, day: str | None) -> str:
     rows = []
     for run in data["days"]:
-        anchor = f"day-{run['pipeline']}-{run['window_label']}"
+        shard = str(run.get("shard") or "").replace("/", "-of-")
+        anchor = f"day-{run['pipeline']}-{run['window_label']}" + (f"-shard-{shard}" if shard else "")
         mark = (
             ' class="selected"'
             if day and run["window_label"].startswith(day) and (not pipeline or run["pipeline"] == pipeline)
@@ -113,7 +115,7 @@ th {{ background: #f0eefc; }} tr.selected td {{ background: #fff3c4; font-weight
 td[data-col=status] {{ text-transform: uppercase; }} td[data-col=dead_letters] {{ word-break: break-all; }}
 </style></head><body><h1>{title}</h1>{_chart(data["sent_per_day"])}
 <table id="days"><thead><tr>{head}</tr></thead><tbody>{
-        "".join(rows) or '<tr><td colspan="11">No replays recorded yet.</td></tr>'
+        "".join(rows) or '<tr><td colspan="12">No replays recorded yet.</td></tr>'
     }</tbody></table></body></html>"""
 
 

@@ -30,6 +30,7 @@ class ReplaySummary:
     truncated_values: int = 0
     seconds: float = 0.0
     dead_letters: str | None = None
+    shard: str | None = None  # "2/4" for one shard of a day; None for a whole window
 
     @property
     def total_invalid(self) -> int:
@@ -68,6 +69,7 @@ class ReplaySummary:
             "invalid": self.total_invalid,
             "invalid_by_reason": dict(sorted(self.invalid.items())),
             "rejected": self.total_rejected,
+            "rejected_by_reason": dict(sorted(self.rejected.items())),
             "skipped": self.total_skipped,
             "skipped_by_reason": dict(sorted(self.skipped.items())),
             "batches": self.batches,
@@ -78,7 +80,73 @@ class ReplaySummary:
             "truncated_values": self.truncated_values,
             "seconds": round(self.seconds, 3),
             "dead_letters": self.dead_letters,
+            "shard": self.shard,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplaySummary:
+        """Back from ``as_dict`` (an XCom); totals without reasons land in an ``unknown`` reason."""
+
+        def reasons(total_key: str, by_reason_key: str) -> Counter[str]:
+            counter = Counter({k: int(v) for k, v in (data.get(by_reason_key) or {}).items()})
+            missing = int(data.get(total_key) or 0) - sum(counter.values())
+            if missing:
+                counter["unknown"] += missing
+            return counter
+
+        return cls(
+            pipeline=data["pipeline"],
+            window=dict(data["window"]),
+            dry_run=bool(data.get("dry_run")),
+            force=bool(data.get("force")),
+            origins=int(data.get("origins") or 0),
+            read=int(data.get("read") or 0),
+            sent=int(data.get("sent") or 0),
+            already_sent=int(data.get("already_sent") or 0),
+            invalid=reasons("invalid", "invalid_by_reason"),
+            skipped=reasons("skipped", "skipped_by_reason"),
+            rejected=reasons("rejected", "rejected_by_reason"),
+            batches=int(data.get("batches") or 0),
+            retries=int(data.get("retries") or 0),
+            throttled=int(data.get("throttled") or 0),
+            waited_seconds=float(data.get("waited_seconds") or 0.0),
+            unsent=int(data.get("unsent") or 0),
+            truncated_values=int(data.get("truncated_values") or 0),
+            seconds=float(data.get("seconds") or 0.0),
+            dead_letters=data.get("dead_letters"),
+            shard=data.get("shard"),
+        )
+
+    @classmethod
+    def combine(cls, parts: list[ReplaySummary]) -> ReplaySummary:
+        """The day's summary from its shards' summaries: counts add up, time is the longest shard's.
+
+        Every shard reads the same files or query, so ``origins`` is one shard's, not their sum.
+        """
+        if not parts:
+            raise ValueError("no summaries to combine")
+        first = parts[0]
+        if {(p.pipeline, p.window["start"], p.window["end"]) for p in parts} != {
+            (first.pipeline, first.window["start"], first.window["end"])
+        }:
+            raise ValueError("summaries of different pipelines or windows cannot be combined")
+        total = cls(
+            pipeline=first.pipeline, window=dict(first.window), dry_run=first.dry_run, force=first.force
+        )
+        total.origins = max(p.origins for p in parts)
+        for part in parts:
+            for name in ("read", "sent", "already_sent", "batches", "retries", "throttled", "unsent"):
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            total.truncated_values += part.truncated_values
+            total.waited_seconds = max(total.waited_seconds, part.waited_seconds)
+            total.seconds = max(total.seconds, part.seconds)
+            total.invalid.update(part.invalid)
+            total.skipped.update(part.skipped)
+            total.rejected.update(part.rejected)
+        letters = sorted({p.dead_letters for p in parts if p.dead_letters})
+        total.dead_letters = "; ".join(letters) or None
+        total.shard = f"{len(parts)} shards"
+        return total
 
     def table(self) -> str:
         """A plain-text table for the task log."""
@@ -87,6 +155,7 @@ class ReplaySummary:
             ("pipeline", self.pipeline),
             ("window", f"{self.window['start']} .. {self.window['end']}"),
             ("files/queries", self.origins),
+            *([("shard", self.shard)] if self.shard else []),
             ("rows read", self.read),
             (f"events {verb}", self.sent),
             ("already sent (ledger)", self.already_sent),

@@ -18,6 +18,7 @@ from walkme_heap.ledger import DEFAULT_LEDGER_CONN_ID, Ledger
 from walkme_heap.links import ReplayReportLink
 from walkme_heap.mapping.columns import MissingColumnsError
 from walkme_heap.replay import DeliveryError, ReplayOptions, Source, TooManyInvalid, replay
+from walkme_heap.sharding import Shard
 from walkme_heap.sources.base import SourceError, SourceMissingError
 from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.sources.jsonl_files import JsonLinesSource
@@ -75,6 +76,9 @@ class WalkMeToHeapOperator(BaseOperator):
         the ``force`` param also turns it on. Templated.
     :param max_span_days: the longest range a UI run may ask for through ``start`` / ``end``.
     :param config_dir: directory that relative source paths are resolved against.
+    :param shard: replay only this shard (0-based) of the window's rows, split by a stable hash of
+        the identity into ``shards`` parts; set by dynamic task mapping (``expand(shard=...)``).
+    :param shards: how many shards the window is split into (1: no split).
     """
 
     template_fields: Sequence[str] = ("source", "dry_run", "force", "dead_letters")
@@ -97,6 +101,8 @@ class WalkMeToHeapOperator(BaseOperator):
         force: bool | str = False,
         max_span_days: int = 92,
         config_dir: str | None = None,
+        shard: int | None = None,
+        shards: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -112,6 +118,8 @@ class WalkMeToHeapOperator(BaseOperator):
         self.force = force
         self.max_span_days = max_span_days
         self.config_dir = config_dir
+        self.shard = shard
+        self.shards = shards
 
     def _fs_factory(self, conn_id: str | None) -> Any:
         if conn_id is None:
@@ -197,6 +205,15 @@ class WalkMeToHeapOperator(BaseOperator):
             raise AirflowFailException(f"{where}: {exc}") from None
         except ConfigError as exc:  # its message names the pipeline and the key
             raise AirflowFailException(str(exc)) from None
+        try:
+            shard = (
+                None if self.shards == 1 and self.shard in (None, 0) else Shard(self.shard or 0, self.shards)
+            )
+        except ValueError as exc:
+            raise AirflowFailException(f"{where}: {exc}") from None
+        if shard is not None:
+            where = f"{where} {shard.label}"
+            context["shard_label"] = f"shard {shard.index + 1} of {shard.count}"  # type: ignore[typeddict-unknown-key]
         dry_run = _truthy(self.dry_run) or _truthy(params.get("dry_run"))
         force = _truthy(self.force) or _truthy(params.get("force"))
         try:
@@ -210,6 +227,7 @@ class WalkMeToHeapOperator(BaseOperator):
             max_invalid_ratio=self.max_invalid_ratio,
             run_id=context.get("run_id"),
             row_limit=_row_limit(params.get("limit")),
+            shard=shard,
         )
         if not dry_run:
             hook = HeapHook(heap_conn_id=self.heap_conn_id)
@@ -219,8 +237,9 @@ class WalkMeToHeapOperator(BaseOperator):
         dead_letters = None
         if not dry_run:
             location = self.dead_letters or str(default_home() / "dead_letters")
+            label = f"{window.label}.{shard.label}" if shard else window.label
             dead_letters = DeadLetters(
-                location, self.pipeline, window.label, self._fs_factory(self.dead_letters_conn_id)
+                location, self.pipeline, label, self._fs_factory(self.dead_letters_conn_id)
             )
         self.log.info(
             "%s: replaying %s (%s .. %s)%s%s",
