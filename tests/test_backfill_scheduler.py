@@ -9,11 +9,7 @@ the app's budget through the ledger and a one-slot pool, with ``--max-active-run
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, received
+from tests.conftest import received
+from tests.deployment import Deployment
 from tests.test_delivery_faults import expected_keys, write_day
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.window import Window
@@ -33,18 +30,12 @@ MISSING = "2024-03-12"
 APP_LIMIT = 100  # events a minute: the four days (160 events) need two minutes of budget
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class BackfillDeployment(Deployment):
+    """LocalExecutor, SQLite metadata database, the ledger in SQLite under ``home``."""
 
-
-class Deployment:
     def __init__(self, home: Path, emulator: HeapEmulator) -> None:
-        self.home = home
         self.data = home / "exports"
         self.data.mkdir(parents=True)
-        port = free_port()
         (home / "pipelines.yaml").write_text(
             "pipelines:\n  bf:\n    start_date: 2024-03-10\n    end_date: 2024-03-14\n    catchup: false\n"
             "    retries: 0\n"
@@ -52,69 +43,19 @@ class Deployment:
             f"      path: {self.data}/day_{{date:%Y-%m-%d}}.csv\n"
             "    mapping:\n      event_name: {event_type: complete}\n"
         )
-        self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API_AUTH__JWT_SECRET": "walkme-heap-test-secret",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "WALKME_HEAP_CONFIG": str(home / "pipelines.yaml"),
-            "WALKME_HEAP_HOME": str(home / "walkme_heap"),
-            "AIRFLOW_CONN_HEAP_DEFAULT": (
-                f'{{"conn_type": "heap", "host": "{emulator.url}", "login": "bf-app", '
-                f'"extra": {{"app_rate_limit": {APP_LIMIT}}}}}'
-            ),
-        }
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def airflow(self, *args: str, check: bool = True) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and result.returncode:
-            raise AssertionError(
-                f"airflow {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-            )
-        return result.stdout
-
-    def start(self) -> None:
-        self.airflow("db", "migrate")
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "create_pools.py")],
-            env=self.env,
-            check=True,
-            capture_output=True,
-        )
-        for name in ("api-server", "scheduler", "dag-processor"):
-            log = (self.home / f"{name}.log").open("wb")
-            args = ["--host", "127.0.0.1", "--workers", "1"] if name == "api-server" else []
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "airflow", name, *args],
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        deadline = time.monotonic() + 180
-        while "walkme_to_heap_bf" not in self.airflow("dags", "list", check=False):
-            assert time.monotonic() < deadline, self.logs()
-            assert all(p.poll() is None for p in self.processes), self.logs()
-            time.sleep(2)
-        self.airflow("dags", "unpause", "walkme_to_heap_bf")  # backfill runs of a paused DAG wait
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.home.glob("*.log"))
+        super().__init__(
+            home,
+            {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "WALKME_HEAP_CONFIG": str(home / "pipelines.yaml"),
+                "WALKME_HEAP_HOME": str(home / "walkme_heap"),
+                "AIRFLOW_CONN_HEAP_DEFAULT": (
+                    f'{{"conn_type": "heap", "host": "{emulator.url}", "login": "bf-app", '
+                    f'"extra": {{"app_rate_limit": {APP_LIMIT}}}}}'
+                ),
+            },
         )
 
     def runs(self) -> dict[str, str]:
@@ -140,22 +81,13 @@ class Deployment:
             assert time.monotonic() < deadline, f"runs {runs}\n{self.logs()}"
             time.sleep(2)
 
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Deployment, HeapEmulator]]:
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BackfillDeployment, HeapEmulator]]:
     with HeapEmulator(settings=EmulatorSettings(app_limit=APP_LIMIT, identity_limit=1000)) as emulator:
-        cluster = Deployment(tmp_path_factory.mktemp("airflow-deployment"), emulator)
+        cluster = BackfillDeployment(tmp_path_factory.mktemp("airflow-deployment"), emulator)
         try:
-            cluster.start()
+            cluster.start("walkme_to_heap_bf")
             yield cluster, emulator
         finally:
             cluster.stop()

@@ -1,0 +1,124 @@
+"""A real Airflow deployment started by a test: API server, scheduler, DAG processor and, for the
+CeleryExecutor, workers; each its own process, configured through ``AIRFLOW__*`` variables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Deployment:
+    """``env`` adds to the base settings (executor, database, connections ...)."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "walkme-heap-test-secret-0123456789abcdef",
+            "AIRFLOW__API__SECRET_KEY": "walkme-heap-test-api-secret-0123456789",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            **env,
+        }
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def airflow(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and result.returncode:
+            raise AssertionError(
+                f"airflow {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``airflow <args>`` in its own process group (a worker "machine" can die whole)."""
+        log = (self.home / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start(self, dag_id: str, workers: dict[str, list[str]] | None = None) -> None:
+        """Migrate, create the pools, start every component, wait until ``dag_id`` is parsed."""
+        self.airflow("db", "migrate")
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "create_pools.py")],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        self.spawn("api-server", "api-server", "--host", "127.0.0.1", "--workers", "1")
+        self.spawn("scheduler", "scheduler")
+        self.spawn("dag-processor", "dag-processor")
+        for name, args in (workers or {}).items():
+            self.spawn(name, *args)
+        deadline = time.monotonic() + 180
+        while dag_id not in self.airflow("dags", "list", check=False):
+            assert time.monotonic() < deadline, self.logs()
+            self.assert_running()
+            time.sleep(2)
+        self.airflow("dags", "unpause", dag_id)  # runs of a paused DAG wait
+
+    def assert_running(self) -> None:
+        dead = [name for name, p in self.processes.items() if p.poll() is not None]
+        assert not dead, f"stopped: {dead}\n{self.logs()}"
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a component and every process it started: a machine that dies."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.home.glob("*.log"))
+        )
+
+    def stop(self) -> None:
+        """SIGTERM every component's process group; SIGKILL what is left after 30 s."""
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            _signal_group(process, signal.SIGKILL)  # children a component left behind, too
+            process.wait(timeout=30)
+        self.processes.clear()
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+        os.killpg(process.pid, sig)
