@@ -56,12 +56,12 @@ class Deployment:
             )
         return result.stdout
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start ``airflow <args>`` in its own process group (a worker "machine" can die whole)."""
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``airflow <args>`` in a session of its own (a worker "machine" can die whole)."""
         log = (self.home / f"{name}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "airflow", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -70,7 +70,7 @@ class Deployment:
         self.processes[name] = process
         return process
 
-    def start(self, dag_id: str, workers: dict[str, list[str]] | None = None) -> None:
+    def start(self, dag_id: str) -> None:
         """Migrate, create the pools, start every component, wait until ``dag_id`` is parsed."""
         self.airflow("db", "migrate")
         subprocess.run(
@@ -82,8 +82,6 @@ class Deployment:
         self.spawn("api-server", "api-server", "--host", "127.0.0.1", "--workers", "1")
         self.spawn("scheduler", "scheduler")
         self.spawn("dag-processor", "dag-processor")
-        for name, args in (workers or {}).items():
-            self.spawn(name, *args)
         deadline = time.monotonic() + 180
         while dag_id not in self.airflow("dags", "list", check=False):
             assert time.monotonic() < deadline, self.logs()
@@ -95,11 +93,16 @@ class Deployment:
         dead = [name for name, p in self.processes.items() if p.poll() is not None]
         assert not dead, f"stopped: {dead}\n{self.logs()}"
 
-    def kill(self, name: str) -> None:
-        """SIGKILL a component and every process it started: a machine that dies."""
+    def kill(self, name: str) -> list[int]:
+        """SIGKILL a component and every process it started, as when its machine dies.
+
+        A component runs in its own session; Airflow's task supervisor puts each task in a process
+        group of its own, so the whole session is killed, not only the group.
+        """
         process = self.processes.pop(name)
-        os.killpg(process.pid, signal.SIGKILL)
+        killed = _signal_session(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+        return killed
 
     def logs(self) -> str:
         return "\n".join(
@@ -107,18 +110,36 @@ class Deployment:
         )
 
     def stop(self) -> None:
-        """SIGTERM every component's process group; SIGKILL what is left after 30 s."""
+        """SIGTERM every component's session; SIGKILL what is left after 30 s."""
         for process in self.processes.values():
-            _signal_group(process, signal.SIGTERM)
+            _signal_session(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 30
         for process in self.processes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            _signal_group(process, signal.SIGKILL)  # children a component left behind, too
+            _signal_session(process.pid, signal.SIGKILL)  # what a component left behind, too
             process.wait(timeout=30)
         self.processes.clear()
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
-        os.killpg(process.pid, sig)
+def _signal_session(sid: int, sig: int) -> list[int]:
+    """Signal every live process of a session (until none is left, for SIGKILL)."""
+    import psutil
+
+    signalled: set[int] = set()
+    for _ in range(10):
+        members = []
+        for candidate in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(candidate.pid) == sid and candidate.status() != psutil.STATUS_ZOMBIE:
+                    members.append(candidate)
+        if not members:
+            break
+        for member in members:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(sig)
+                signalled.add(member.pid)
+        if sig != signal.SIGKILL:
+            break
+        time.sleep(0.2)
+    return sorted(signalled)
