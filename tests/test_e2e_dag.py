@@ -225,3 +225,16 @@ def test_a_sharded_day_runs_as_mapped_tasks_and_adds_up(e2e: HeapEmulator) -> No
     assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 2}
     again = run("e2e_sharded")
     assert again.summary is not None and (again.summary["sent"], again.summary["already_sent"]) == (0, 5)
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        names = {
+            ti.map_index: ti.rendered_map_index
+            for ti in session.query(TaskInstance).filter(
+                TaskInstance.dag_id == "walkme_to_heap_e2e_sharded",
+                TaskInstance.run_id == again.run_id,
+                TaskInstance.task_id == "replay",
+            )
+        }
+    assert names == {0: "shard 1 of 3", 1: "shard 2 of 3", 2: "shard 3 of 3"}  # as the UI lists them
