@@ -208,3 +208,13 @@ def test_a_dead_runs_reservation_holds_its_budget_until_it_expires(tmp_path: Pat
     assert ledger.reserve("app", "retry", 80, 100, window=60.0, in_flight=0.5)[0] == 20
     granted, reservation, wait = ledger.reserve("app", "retry", 80, 100, window=60.0, in_flight=0.5)
     assert (granted, reservation) == (0, None) and 60.0 < wait <= 60.5
+
+
+def test_long_expired_reservations_are_removed(tmp_path: Path) -> None:
+    ledger = Ledger.sqlite(str(tmp_path / "ledger.db"))
+    ledger.reserve("app", "old", 10, 100, window=60.0, in_flight=1.0)
+    ledger._execute(f"UPDATE {BUDGET} SET stamp_epoch = ?", [time.time() - 3600])
+    ledger.connection.commit()
+    assert ledger.reserve("app", "new", 10, 100, window=60.0, in_flight=1.0)[0] == 10
+    holders = [h for (h,) in ledger._execute(f"SELECT holder FROM {BUDGET}").fetchall()]
+    assert holders == ["new"]

@@ -194,17 +194,20 @@ class Ledger:
     def reserve(
         self, app_id: str, holder: str, wanted: int, limit: int, window: float, in_flight: float
     ) -> tuple[int, int | None, float]:
-        """Reserve up to ``wanted`` events of the app's budget: (granted, reservation id, retry at).
+        """Reserve up to ``wanted`` events of the app's budget: (granted, reservation id, wait).
 
         Every reservation counts against the app while its stamp is within ``window`` seconds of
         the database's clock. A new one is stamped ``in_flight`` seconds ahead (its requests may
         still be retried that long); ``settle`` stamps it when Heap answers. A run that dies keeps
         its reservations until they expire, so a retry elsewhere cannot exceed the limit. With no
-        room, ``retry at`` is when enough frees (by the database's clock, as an offset from now).
+        room, ``wait`` is the seconds until one more event fits (by the database's clock).
         """
         with self._lock:
             try:
                 now = self._lock_app(app_id)
+                self._execute(  # reservations long expired: the table stays small
+                    f"DELETE FROM {BUDGET} WHERE app_id = ? AND stamp_epoch < ?", [app_id, now - 2 * window]
+                )
                 rows = self._execute(
                     f"SELECT stamp_epoch, events FROM {BUDGET} WHERE app_id = ? AND stamp_epoch > ? "
                     "ORDER BY stamp_epoch",
@@ -219,10 +222,6 @@ class Ledger:
                         if excess <= 0:
                             wait = float(stamp) + window - now
                             break
-                    self._execute(
-                        f"DELETE FROM {BUDGET} WHERE app_id = ? AND stamp_epoch < ?",
-                        [app_id, now - 2 * window],
-                    )
                     self.connection.commit()
                     return 0, None, max(0.0, wait)
                 granted = min(wanted, free)
