@@ -2,27 +2,100 @@
 
 Heap would ignore a repeated idempotency key anyway, but counting it as "sent" would overstate
 delivery. Seen keys are kept as 64-bit hashes (8 bytes an event) in sorted runs, one per chunk,
-merged when they pile up: memory grows by exactly 8 bytes an event, with no full-size temporaries
-per chunk, so a day of millions of rows stays small.
+merged when they pile up. Past ``memory_keys`` keys (500,000 by default: 4 MB) they are merged into one
+sorted file on disk, which each later chunk's candidates are checked against in slices of 2 MB, so
+a day of any size replays in flat memory. Only such large days pay for it: one sequential read of
+the file per chunk (from the page cache). The file is deleted at ``close``.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 
 from walkme_heap.mapping.keys import key_hashes
 
 MAX_RUNS = 16  # merge the smaller runs beyond this many (keeps each lookup cheap)
+DEFAULT_MEMORY_KEYS = 500_000  # keys kept in memory (8 bytes each: 4 MB) before they go to disk
+SLICE_KEYS = 1 << 18  # keys read from disk at a time (2 MB, into one reused buffer)
+
+
+class _SortedFile:
+    """Sorted, distinct 64-bit hashes in a temporary file, only ever read in slices."""
+
+    def __init__(self, directory: str | None) -> None:
+        handle, self.path = tempfile.mkstemp(prefix="walkme-heap-seen-", suffix=".u64", dir=directory)
+        os.close(handle)
+        self.count = 0
+        # One buffer for every read: fresh multi-megabyte arrays per slice would come from the heap
+        # once glibc's adaptive mmap threshold has grown, and fragment it.
+        self._buffer = np.empty(SLICE_KEYS, dtype=np.uint64)
+
+    def _slices(self) -> Iterator[np.ndarray]:
+        """The file's hashes, a slice at a time; each slice is valid until the next one is read."""
+        with open(self.path, "rb") as handle:  # buffered: readinto fills the slice or reaches the end
+            while True:
+                size = handle.readinto(memoryview(self._buffer).cast("B"))
+                if not size:
+                    return
+                yield self._buffer[: size // 8]
+
+    def contains(self, candidates: np.ndarray) -> np.ndarray:
+        """Which of these sorted, distinct hashes are in the file."""
+        found = np.zeros(len(candidates), dtype=bool)
+        for part in self._slices():
+            lo = int(np.searchsorted(candidates, part[0], "left"))
+            hi = int(np.searchsorted(candidates, part[-1], "right"))
+            if lo < hi:
+                inside = candidates[lo:hi]
+                found[lo:hi] = part[np.searchsorted(part, inside)] == inside
+        return found
+
+    def merge(self, new: np.ndarray) -> None:
+        """Add sorted hashes that are not in the file: a streaming merge into a new file."""
+        handle, merged = tempfile.mkstemp(
+            prefix="walkme-heap-seen-", suffix=".u64", dir=os.path.dirname(self.path)
+        )
+        taken = 0
+        with os.fdopen(handle, "wb") as out:
+            for part in self._slices():
+                upto = int(np.searchsorted(new, part[-1], "right"))
+                np.sort(np.concatenate((part, new[taken:upto]))).tofile(out)
+                taken = upto
+            new[taken:].tofile(out)
+        os.replace(merged, self.path)
+        self.count += len(new)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
 
 
 class SeenKeys:
     """The keys of this run's events so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_keys: int = DEFAULT_MEMORY_KEYS, spill_dir: str | None = None) -> None:
         self._runs: list[np.ndarray] = []  # sorted, disjoint arrays of hashes
+        self.memory_keys = memory_keys
+        self.spill_dir = spill_dir
+        self._disk: _SortedFile | None = None
 
     def __len__(self) -> int:
-        return sum(len(run) for run in self._runs)
+        return (self._disk.count if self._disk else 0) + sum(len(run) for run in self._runs)
+
+    @property
+    def spilled(self) -> bool:
+        return self._disk is not None
+
+    def close(self) -> None:
+        """Delete the file on disk, if keys went there."""
+        if self._disk is not None:
+            self._disk.remove()
+            self._disk = None
 
     def _seen(self, hashes: np.ndarray) -> np.ndarray:
         found = np.zeros(len(hashes), dtype=bool)
@@ -43,9 +116,22 @@ class SeenKeys:
         fresh[first] = True
         if self._runs:
             fresh &= ~self._seen(hashes)
+        if self._disk is not None and fresh.any():
+            positions = np.flatnonzero(fresh)
+            order = np.argsort(hashes[positions], kind="stable")
+            on_disk = self._disk.contains(hashes[positions][order])
+            fresh[positions[order][on_disk]] = False
         new = np.sort(hashes[fresh])
         if len(new):
             self._runs.append(new)
+        if sum(len(run) for run in self._runs) > self.memory_keys:
+            if self._disk is None:
+                self._disk = _SortedFile(self.spill_dir)
+            pending = np.concatenate(self._runs)
+            self._runs = []
+            pending.sort()  # in place: no second copy
+            self._disk.merge(pending)
+            return fresh
         if len(self._runs) > MAX_RUNS:
             self._runs.sort(key=len)
             smallest = self._runs[: MAX_RUNS // 2]

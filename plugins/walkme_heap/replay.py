@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from walkme_heap.deadletters import DeadLetters
-from walkme_heap.dedupe import SeenKeys
+from walkme_heap.dedupe import DEFAULT_MEMORY_KEYS, SeenKeys
 from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS, Batch, Batcher
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.delivery.pacing import MARGIN_SECONDS, WINDOW_SECONDS, Pacer
@@ -78,6 +78,7 @@ class ReplayOptions:
     pending_events: int = 20_000  # events waiting for budget before reading stops
     row_limit: int | None = None  # a trial run: stop reading after this many rows
     shard: Shard | None = None  # replay only this shard's rows (identities hashed into K shards)
+    dedupe_memory_keys: int = DEFAULT_MEMORY_KEYS  # seen keys in memory before they go to disk
 
 
 def mask_identity(event: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +154,7 @@ class _Run:
         )
         self.started = time.monotonic()
         self.last_progress = self.started
-        self.seen = SeenKeys()
+        self.seen = SeenKeys(options.dedupe_memory_keys)
         self.acked = acked  # hashes Heap already acknowledged for this window (sorted)
         self.samples: list[dict[str, Any]] = []
         self.app_id = client.app_id if client else None
@@ -392,6 +393,10 @@ def replay(
         )
     try:
         summary = run.run()
+        if run.seen.spilled:
+            log.info(
+                "%d distinct event keys were checked for repeats on disk (a large window)", len(run.seen)
+            )
     except BaseException as exc:
         run.summary.seconds = time.monotonic() - run.started
         if dead_letters is not None:
@@ -399,6 +404,8 @@ def replay(
         if ledger_for_writes is not None and row_id is not None:
             ledger_for_writes.finish_run(row_id, "failed", run.summary.as_dict(), None, str(exc))
         raise
+    finally:
+        run.seen.close()
     location = dead_letters.commit() if dead_letters is not None else None
     summary.dead_letters = location
     bad = summary.total_invalid + summary.total_rejected
