@@ -223,6 +223,15 @@ def run_floor(csv: str) -> dict[str, Any]:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: on Linux that keeps the high-water mark
+    of the forked copy of the parent across exec, so every child would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def child(args: argparse.Namespace) -> None:
     started, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     if args.variant == "pipeline":
@@ -236,7 +245,7 @@ def child(args: argparse.Namespace) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.setdefault("wall", time.perf_counter() - started)
     result.setdefault("cpu", usage.ru_utime + usage.ru_stime - cpu0.ru_utime - cpu0.ru_stime)
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result))
 
 
@@ -360,7 +369,8 @@ def write_outputs(results: dict[str, Any]) -> None:
         f"Measured by `python3 dev.py bench` (scripts/bench.py) on {machine['cpus']} CPUs, "
         f"{machine['memory_gb']} GiB, {machine['processor']}, Python {machine['python']}, "
         f"{machine['platform']}. The emulator runs in its own process on loopback; every variant runs in a "
-        "fresh process. Numbers are one run's measurements.",
+        "fresh process; CPU is the process's user + system time, peak RSS its own high-water mark "
+        "(VmHWM). Numbers are one run's measurements.",
         "",
         "## Same CSV, four ways (emulator limits off)",
         "",
@@ -371,7 +381,7 @@ def write_outputs(results: dict[str, Any]) -> None:
         "pipeline": "walkme-heap pipeline",
         "pandas_heapapi": "pandas + per-row loop + heapapi.bulk_track",
         "per_event": "one POST per event (sample)",
-        "floor": "serialisation floor (orjson bodies only)",
+        "floor": "serialisation floor (one orjson call per 1000-event body)",
     }
     for key, label in names.items():
         r = compare[key]
