@@ -48,6 +48,10 @@ def test_bad_shards_are_refused(index: int, count: int) -> None:
         Shard(index, count)
 
 
+def _replay(csv: Path, client: HeapClient | None, options: ReplayOptions, **kw: object) -> ReplaySummary:
+    return replay("p", CsvSource(str(csv), DAY), SPEC, DAY, client, options, **kw)  # type: ignore[arg-type]
+
+
 def _malformed_day(path: Path) -> Path:
     write_day(path, 900)
     with path.open("a", encoding="utf-8") as handle:  # a record with too many fields
@@ -58,7 +62,7 @@ def _malformed_day(path: Path) -> Path:
 def test_shards_add_up_to_the_unsharded_day(tmp_path: Path) -> None:
     """Three shards send every valid event once; their summaries add up to one unsharded run's."""
     csv = _malformed_day(tmp_path / "day.csv")
-    whole = replay("p", CsvSource(str(csv), DAY), SPEC, DAY, None, ReplayOptions(dry_run=True))
+    whole = _replay(csv, None, ReplayOptions(dry_run=True))
     emulator = HeapEmulator(settings=EmulatorSettings(app_limit=None, identity_limit=None)).start()
     ledger = Ledger.sqlite(str(tmp_path / "ledger.db"))
     try:
@@ -67,18 +71,7 @@ def test_shards_add_up_to_the_unsharded_day(tmp_path: Path) -> None:
             letters = DeadLetters(str(tmp_path / "dl"), "p", f"{DAY.label}.{Shard(index, 3).label}")
             options = ReplayOptions(shard=Shard(index, 3), run_id="run-1")
             client = HeapClient(emulator.url, "app")
-            parts.append(
-                replay(
-                    "p",
-                    CsvSource(str(csv), DAY),
-                    SPEC,
-                    DAY,
-                    client,
-                    options,
-                    ledger=ledger,
-                    dead_letters=letters,
-                )
-            )
+            parts.append(_replay(csv, client, options, ledger=ledger, dead_letters=letters))
             client.close()
         keys = Counter(e["idempotency_key"] for e in received(emulator))
     finally:
@@ -105,19 +98,8 @@ def test_a_day_resharded_sends_nothing_again(tmp_path: Path) -> None:
     ledger = Ledger.sqlite(str(tmp_path / "ledger.db"))
     try:
         client = HeapClient(emulator.url, "app")
-        first = replay("p", CsvSource(str(csv), DAY), SPEC, DAY, client, ReplayOptions(), ledger=ledger)
-        again = [
-            replay(
-                "p",
-                CsvSource(str(csv), DAY),
-                SPEC,
-                DAY,
-                client,
-                ReplayOptions(shard=Shard(i, 2)),
-                ledger=ledger,
-            )
-            for i in range(2)
-        ]
+        first = _replay(csv, client, ReplayOptions(), ledger=ledger)
+        again = [_replay(csv, client, ReplayOptions(shard=Shard(i, 2)), ledger=ledger) for i in range(2)]
         client.close()
     finally:
         emulator.stop()
