@@ -195,3 +195,50 @@ def test_longest_first_is_a_stable_sort_by_queue_length(room: int) -> None:
         pacer.add([{"identity": f"u{i}", "n": j} for j in range(rng.choice([1, 1, 2, 3, 7, 40]))])
     expected = sorted(pacer._queues, key=lambda i: len(pacer._queues[i]), reverse=True)
     assert list(pacer._longest_first(room)) == expected
+
+
+class FakeBudget:
+    """A shared budget of ``limit`` events per window, as another process would see it."""
+
+    def __init__(self, clock: Clock, limit: int) -> None:
+        self.clock, self.limit = clock, limit
+        self.stamps: list[tuple[float, int]] = []  # (when, events) of every reservation
+        self.calls: list[str] = []
+
+    def used(self) -> int:
+        return sum(n for t, n in self.stamps if t > self.clock() - WINDOW_SECONDS)
+
+    def reserve(self, wanted: int) -> tuple[int, float]:
+        granted = max(0, min(wanted, self.limit - self.used()))
+        self.calls.append(f"reserve {wanted}->{granted}")
+        if granted:
+            self.stamps.append((self.clock(), granted))
+            return granted, 0.0
+        return 0, self.stamps[0][0] + WINDOW_SECONDS - self.clock()
+
+    def resize(self, used: int) -> None:
+        self.calls.append(f"resize {used}")
+        when, _ = self.stamps[-1]
+        self.stamps[-1] = (when, used)
+
+    def acknowledged(self) -> None:
+        self.calls.append("acknowledged")
+
+
+def test_a_shared_budget_replaces_the_app_window() -> None:
+    """Reserved before each batch, shrunk to what the identity limits let through, waited for when
+    another process holds it all; the pacer's own app window is not consulted."""
+    clock = Clock()
+    budget = FakeBudget(clock, limit=120)
+    budget.stamps.append((clock(), 100))  # another process sent 100 just now
+    pacer = Pacer(app_limit=120, identity_limit=15, clock=clock, sleep=clock.sleep, budget=budget)
+    pacer.add([{"identity": f"u{i % 2}", "n": i} for i in range(60)])  # two identities, 15/min each
+    first = pacer.take(1000)
+    assert len(first) == 20 and budget.calls[:2] == ["reserve 60->20", "resize 20"]
+    pacer.acknowledged(first)
+    # Nothing left of the shared budget: it waits for the window. Then the budget has room, but
+    # u0's 15 (acknowledged later than the budget's stamps) still hold: only u1's 10 go.
+    second = pacer.take(1000)
+    assert "reserve 40->0" in budget.calls and pacer.waited_seconds >= WINDOW_SECONDS - 1
+    assert len(second) == 10 and {e["identity"] for e in second} == {"u1"}
+    assert budget.calls[-2:] == ["reserve 40->40", "resize 10"] and budget.used() <= 120
