@@ -42,14 +42,22 @@ class Deployment:
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def airflow(self, *args: str, check: bool = True) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    def airflow(self, *args: str, check: bool = True, locked_retries: int = 0) -> str:
+        """Run an Airflow CLI command. ``locked_retries``: run it again when a SQLite metadata
+        database was locked by the scheduler (SQLite refuses a lock upgrade at once rather than
+        wait, and Airflow removes the partial backfill so that the command can be repeated)."""
+        for attempt in range(locked_retries + 1):
+            result = subprocess.run(
+                [sys.executable, "-m", "airflow", *args],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if not (result.returncode and "database is locked" in result.stdout + result.stderr):
+                break
+            if attempt < locked_retries:
+                time.sleep(3)
         if check and result.returncode:
             raise AssertionError(
                 f"airflow {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import received
+from tests.conftest import ROOT, received
 from tests.deployment import Deployment
 from tests.test_delivery_faults import expected_keys, write_day
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
@@ -47,6 +47,11 @@ class BackfillDeployment(Deployment):
             home,
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                "PYTHONPATH": str(ROOT),  # the settings below live in tests/
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.airflow_settings.SQLITE_CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
+                    "tests.airflow_settings.SQLITE_CONNECT_ARGS_ASYNC"
+                ),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "WALKME_HEAP_CONFIG": str(home / "pipelines.yaml"),
@@ -118,12 +123,12 @@ def test_backfill_a_range_then_reprocess_the_failed_day(deployment) -> None:
         "--max-active-runs",
         "2",
     ]
-    cluster.airflow(*backfill)
+    cluster.airflow(*backfill, locked_retries=3)
     runs = cluster.wait_for(dates)
     assert runs == {d: ("failed" if d == MISSING else "success") for d in dates}, runs
 
     (cluster.data / "held_back.csv").rename(cluster.data / f"day_{MISSING}.csv")
-    cluster.airflow(*backfill, "--reprocess-behavior", "failed")
+    cluster.airflow(*backfill, "--reprocess-behavior", "failed", locked_retries=3)
     runs = cluster.wait_for(dates)
     assert runs == dict.fromkeys(dates, "success"), runs
 

@@ -80,7 +80,7 @@ class CeleryDeployment(Deployment):
             {
                 "PYTHONPATH": str(ROOT),  # the workers' hostname callable lives in tests/
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.worker_hostname.get_hostname",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.airflow_settings.get_hostname",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG}/{DB}",
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{PG}/{DB}",
