@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # devtools/ (the dag.test() harness, the sample warehouse)
 
 from walkme_heap.emulator.process import EmulatorProcess  # noqa: E402
 
@@ -98,7 +99,7 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
 
     if args.pipeline == "sample_warehouse" and "AIRFLOW_CONN_WALKME_WAREHOUSE" not in os.environ:
-        from sample_warehouse import load_sqlite, payloads  # scripts/ is this script's directory
+        from devtools.sample_warehouse import load_sqlite, payloads
 
         warehouse = load_sqlite(workdir / "walkme_warehouse.db", payloads())
         os.environ["AIRFLOW_CONN_WALKME_WAREHOUSE"] = json.dumps(
@@ -120,7 +121,7 @@ def main() -> int:
     task_log = None if args.verbose else workdir / "demo-task.log"
     if task_log is not None:
         task_log.write_bytes(b"")
-    from walkme_heap.local_run import run_dag
+    from devtools.local_run import run_dag
 
     day = datetime.fromisoformat(args.day).replace(tzinfo=UTC)
     logical_date = day + timedelta(days=1)  # the daily run for D covers [D-1, D)

@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
-
 _HOME = Path(tempfile.mkdtemp(prefix="walkme-heap-tests-"))
 os.environ.update(
     {
@@ -30,7 +29,9 @@ os.environ.pop("WALKME_HEAP_CONFIG", None)
 os.environ.pop("WALKME_HEAP_HOME", None)
 os.environ.pop("AIRFLOW_CONN_HEAP_DEFAULT", None)
 
+from tests.helpers import postgres_ledger  # noqa: E402
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator  # noqa: E402
+from walkme_heap.ledger import Ledger  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +66,15 @@ def heap_connection(emulator: HeapEmulator, monkeypatch: pytest.MonkeyPatch, tmp
     return emulator
 
 
-def received(emulator: HeapEmulator) -> list[dict]:
-    with emulator.state.lock:
-        return [dict(e) for e in emulator.state.events]
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """A ledger in SQLite, then in PostgreSQL (which skips without a server, unless CI=true)."""
+    store = Ledger.sqlite(str(tmp_path / "ledger.db")) if request.param == "sqlite" else postgres_ledger()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pipeline() -> str:
+    """A pipeline name of its own: tests sharing the PostgreSQL ledger do not see each other."""
+    return f"test_{uuid.uuid4().hex[:10]}"

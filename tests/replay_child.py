@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.test_delivery_faults import DAY, SPEC
-from tests.warehouse import PG_DSN
+from tests.helpers import DAY, PG_DSN, SPEC
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.ledger import Ledger

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, ROOT
+from tests.helpers import DATA, ROOT
 from walkme_heap.dag_factory import build_dags
 from walkme_heap.operators.replay import WalkMeToHeapOperator
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import DATA, ROOT, received
+from devtools.local_run import DagTestResult, run_dag
+from tests.helpers import DATA, ROOT, received
 from walkme_heap.emulator import HeapEmulator
-from walkme_heap.local_run import DagTestResult, run_dag
 
 pytestmark = pytest.mark.e2e
 
@@ -149,15 +149,19 @@ def test_a_ui_range_replays_each_day_file(e2e: HeapEmulator) -> None:
     assert (result.summary["read"], result.summary["sent"]) == (10, 7)  # both late rows now fit
 
 
-def test_invalid_range_fails_before_reading(e2e: HeapEmulator) -> None:
+def test_invalid_range_fails_before_reading(e2e: HeapEmulator, capfd: pytest.CaptureFixture) -> None:
     result = run("e2e", conf={"start": "2024-03-12", "end": "2024-03-10"})
     assert result.state == "failed"
+    out = capfd.readouterr().out
+    assert "AirflowFailException: pipeline 'e2e': window end 2024-03-10T00:00:00Z must be after" in out
     assert stats(e2e).get("requests", 0) == 0
 
 
-def test_missing_day_file_fails_with_nothing_sent(e2e: HeapEmulator) -> None:
+def test_missing_day_file_fails_with_nothing_sent(e2e: HeapEmulator, capfd: pytest.CaptureFixture) -> None:
     result = run("e2e", logical_date=datetime(2024, 3, 12, tzinfo=UTC))
     assert result.state == "failed"
+    out = capfd.readouterr().out
+    assert "SourceMissingError: pipeline 'e2e': no file for 2024-03-11 at " in out  # retryable
     assert stats(e2e).get("requests", 0) == 0
 
 
@@ -200,6 +204,15 @@ def test_object_storage_path_with_a_connection(
     monkeypatch.setenv("AIRFLOW_CONN_LOCAL_FS", '{"conn_type": "fs"}')
     result = run("remote")
     assert result.state == "success"
+    assert by_key(received(e2e)) == by_key(EXPECTED)
+
+
+@pytest.mark.parametrize("dag", ["e2e_templated", "e2e_templated_sharded"])
+def test_a_templated_source_path_is_rendered_for_the_run(e2e: HeapEmulator, dag: str) -> None:
+    """``{{ data_interval_start... }}`` in the path, in one task and in each mapped shard."""
+    result = run(dag)
+    assert result.state == "success" and result.summary is not None
+    assert (result.summary["read"], result.summary["sent"]) == (10, 5)
     assert by_key(received(e2e)) == by_key(EXPECTED)
 
 

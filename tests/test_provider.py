@@ -55,9 +55,9 @@ def test_form_fields_reach_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:
         "AIRFLOW_CONN_HEAP_FORM", json.dumps({"conn_type": "heap", "login": "a", "extra": extra})
     )
     hook = HeapHook(heap_conn_id="heap_form")
-    options = hook.options()
-    assert (options["app_rate_limit"], options["identity_rate_limit"]) == (None, 500)
-    assert options["max_batch_bytes"] == 1_000_000
+    settings = hook.settings()
+    assert (settings.app_rate_limit, settings.identity_rate_limit) == (None, 500)
+    assert settings.max_batch_bytes == 1_000_000
     assert hook.get_conn().base_url == "https://c.eu.heap-api.com"
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +16,7 @@ from urllib.request import urlopen
 
 import pytest
 
-from tests.conftest import DATA
+from tests.helpers import DATA, free_port
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.emulator import HeapEmulator
@@ -31,29 +31,30 @@ from walkme_heap.window import resolve_window
 SPEC = MappingSpec(event_name=EventNameSpec(event_type="complete"))
 
 
-def populate(home: Path) -> None:
-    """Two replays of the end-to-end fixture day (the second sends nothing) into ``home``'s ledger."""
+def populate(home: Path, pipeline: str = "e2e", ledger_file: str = "ledger.db") -> None:
+    """Two replays of the end-to-end fixture day (the second sends nothing) into ``home``'s ledger,
+    and a sharded day."""
     home.mkdir(parents=True, exist_ok=True)
     window = resolve_window({}, datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 11, tzinfo=UTC))
     path = str(DATA / "e2e" / "walkme_webhooks_{date:%Y-%m-%d}.csv")
     with HeapEmulator() as emulator:
         for _ in range(2):
-            ledger = Ledger.sqlite(str(home / "ledger.db"))
+            ledger = Ledger.sqlite(str(home / ledger_file))
             replay(
-                "e2e",
+                pipeline,
                 CsvSource(path, window),
                 SPEC,
                 window,
                 HeapClient(emulator.url, "app"),
                 ReplayOptions(max_invalid_ratio=0.5),
                 ledger=ledger,
-                dead_letters=DeadLetters(str(home / "dead_letters"), "e2e", window.label),
+                dead_letters=DeadLetters(str(home / "dead_letters"), pipeline, window.label),
             )
             ledger.close()
-        ledger = Ledger.sqlite(str(home / "ledger.db"))
+        ledger = Ledger.sqlite(str(home / ledger_file))
         for index in range(2):  # a sharded day: one run record per shard
             replay(
-                "e2e_sharded",
+                f"{pipeline}_sharded",
                 CsvSource(path, window),
                 SPEC,
                 window,
@@ -100,10 +101,87 @@ def test_report_page_and_api(report_home: Path, monkeypatch: pytest.MonkeyPatch)
     assert '<tr id="day-e2e_sharded-2024-03-10-shard-2-of-2" class="selected">' in page
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _team_config(tmp_path: Path, ledger_conn_id: str) -> Path:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(
+        "pipelines:\n"
+        "  e2e:\n    start_date: 2024-03-10\n    source: {path: x.csv}\n"
+        f"  team:\n    start_date: 2024-03-10\n    ledger_conn_id: {ledger_conn_id}\n"
+        "    source: {path: x.csv}\n"
+    )
+    return config
+
+
+def test_each_pipelines_own_ledger_is_read(
+    report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline with its own ``ledger_conn_id`` is reported from that ledger, beside the default."""
+    from fastapi.testclient import TestClient
+
+    team_home = tmp_path / "team"
+    populate(team_home, pipeline="team", ledger_file="team.db")
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(_team_config(tmp_path, "team_ledger")))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TEAM_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(team_home / "team.db")})
+    )
+    client = TestClient(create_app())
+    data = client.get("/api/days").json()
+    assert {d["pipeline"] for d in data["days"]} == {"e2e", "e2e_sharded", "team", "team_sharded"}
+    (team,) = [d for d in data["days"] if d["pipeline"] == "team"]
+    assert (team["read_rows"], team["sent"], team["already_sent"]) == (10, 0, 5)
+    assert data["ledgers"] == [  # by connection id
+        "connection 'team_ledger'",
+        f"SQLite file {report_home / 'ledger.db'} (connection 'walkme_heap_ledger' is not defined)",
+    ]
+    assert data["notices"] == []
+    page = client.get("/report").text
+    assert "connection &#x27;team_ledger&#x27;" in page and '<tr id="day-team-2024-03-10">' in page
+
+
+def test_a_ledger_that_cannot_be_read_is_an_error_not_an_empty_report(
+    report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(_team_config(tmp_path, "team_ledger")))
+    monkeypatch.setenv("AIRFLOW_CONN_TEAM_LEDGER", json.dumps({"conn_type": "fs"}))  # not SQL
+    client = TestClient(create_app())
+    response = client.get("/api/days")
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "the ledger connection 'team_ledger' is not a SQL connection: its hook FSHook is not a "
+        "common-sql DbApiHook"
+    }
+    page = client.get("/report")
+    assert page.status_code == 503 and "The report is not available: the ledger connection" in page.text
+    (tmp_path / "unreadable.db").write_text("not a database")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TEAM_LEDGER",
+        json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "unreadable.db")}),
+    )
+    response = client.get("/api/days")
+    assert response.status_code == 503
+    assert (
+        "the ledger (connection 'team_ledger') cannot be read: file is not a database"
+        in response.json()["error"]
+    )
+
+
+def test_without_the_pipelines_file_the_page_says_which_ledger_it_shows(
+    report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(tmp_path / "missing.yaml"))
+    data = TestClient(create_app()).get("/api/days", params={"pipeline": "e2e"}).json()
+    assert [d["window_label"] for d in data["days"]] == ["2024-03-10"]
+    (notice,) = data["notices"]
+    assert "could not be read, so only the ledger of connection 'walkme_heap_ledger' is shown" in notice
+    page = TestClient(create_app()).get("/report").text
+    assert '<p class="notice">The pipelines file' in page
 
 
 @pytest.fixture(scope="module")

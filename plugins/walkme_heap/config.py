@@ -15,40 +15,24 @@ from typing import Any
 
 import yaml
 
-from walkme_heap.ledger import DEFAULT_LEDGER_CONN_ID
+from walkme_heap.heap_api import MAX_EVENT_NAME_CHARS
 from walkme_heap.mapping.presets import PRESETS, ROLES
-from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, EventNameSpec, MappingSpec
+from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
 from walkme_heap.sharding import MAX_SHARDS
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
+from walkme_heap.sources.factory import SOURCE_TYPES
+from walkme_heap.sources.spec import SourceSpec
 from walkme_heap.sources.sql import TIME_TYPES
 
 CONFIG_ENV = "WALKME_HEAP_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "pipelines.yaml"
-DEFAULT_HEAP_CONN_ID = "heap_default"
+DEFAULT_HEAP_CONN_ID = "heap_default"  # HeapHook.default_conn_name
+DEFAULT_LEDGER_CONN_ID = "walkme_heap_ledger"  # the SQL connection of the ledger, when defined
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
-SOURCE_TYPES = ("csv", "jsonl", "sql")
 
 
 class ConfigError(ValueError):
     """The pipeline configuration is invalid; raised at DAG parse time."""
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Where a pipeline's rows come from: files (csv, jsonl) or a SQL connection (sql)."""
-
-    type: str  # "csv", "jsonl" or "sql"
-    path: str | None = None  # files: local path or URL, with {date:...} and globs
-    conn_id: str | None = None  # files: object storage connection; sql: the SQL connection
-    on_missing: str = "fail"  # files: "fail" or "skip" (a missing day replays zero rows)
-    chunk_rows: int = DEFAULT_CHUNK_ROWS
-    delimiter: str = ","  # csv
-    table: str | None = None  # sql: a table (or view) ...
-    query_file: str | None = None  # sql: ... or a query using :window_start and :window_end
-    time_column: str | None = None  # sql table: the event-time column the window applies to
-    time_type: str = "timestamptz"  # sql: timestamptz, timestamp (naive UTC), epoch_ms, epoch_s
-    order_by: tuple[str, ...] = ()  # sql table: deterministic order (default: time column)
-    payload_column: str | None = None  # sql: a JSON column holding the raw webhook payload
 
 
 @dataclass(frozen=True)
@@ -74,8 +58,6 @@ class Pipeline:
     dead_letters: str | None = None  # location (path or URL); default under $AIRFLOW_HOME
     dead_letters_conn_id: str | None = None
     max_invalid_ratio: float = 0.1
-    source_config: dict[str, Any] = field(default_factory=dict)  # as written, for the operator
-    mapping_config: dict[str, Any] = field(default_factory=dict)  # as written, for the operator
 
     @property
     def dag_id(self) -> str:
@@ -277,14 +259,14 @@ def _ratio(section: _Section, name: str, default: float) -> float:
     return float(value)
 
 
-def parse_source(data: Any, where: str, base_dir: Path) -> SourceSpec:
-    """A ``source`` section on its own (the operator re-reads its rendered, templated source)."""
-    return _source(_Section(data, where, "source"), base_dir)
+def parse_source(data: SourceSpec | dict[str, Any], where: str, base_dir: Path) -> SourceSpec:
+    """A ``source`` section on its own (the operator's, written by hand as a dict); a spec as it is."""
+    return data if isinstance(data, SourceSpec) else _source(_Section(data, where, "source"), base_dir)
 
 
-def parse_mapping(data: Any, where: str) -> MappingSpec:
-    """A ``mapping`` section on its own."""
-    return _mapping(_Section(data, where, "mapping"))
+def parse_mapping(data: MappingSpec | dict[str, Any] | None, where: str) -> MappingSpec:
+    """A ``mapping`` section on its own; a spec as it is."""
+    return data if isinstance(data, MappingSpec) else _mapping(_Section(data or {}, where, "mapping"))
 
 
 def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline:
@@ -313,8 +295,6 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
         dead_letters=_dead_letters(top, base_dir),
         dead_letters_conn_id=top.get("dead_letters_conn_id", str),
         max_invalid_ratio=_ratio(top, "max_invalid_ratio", 0.1),
-        source_config=dict(top.data.get("source") or {}),
-        mapping_config=dict(top.data.get("mapping") or {}),
     )
     top.done()
     if not 1 <= pipeline.shards <= MAX_SHARDS:
@@ -324,14 +304,6 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
     if pipeline.end_date and pipeline.end_date <= pipeline.start_date:
         raise top.fail("end_date", "must be after start_date")
     return pipeline
-
-
-def default_home() -> Path:
-    """Where the ledger and dead letters go by default: ``$WALKME_HEAP_HOME``, else
-    ``$AIRFLOW_HOME/walkme_heap``."""
-    if os.environ.get("WALKME_HEAP_HOME"):
-        return Path(os.environ["WALKME_HEAP_HOME"])
-    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "walkme_heap"
 
 
 def config_path() -> Path:

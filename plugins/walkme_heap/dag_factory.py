@@ -11,29 +11,28 @@ from pathlib import Path
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
-from walkme_heap.config import ConfigError, Pipeline, config_path, load_pipelines
+from walkme_heap.config import ConfigError, Pipeline, load_pipelines
 from walkme_heap.operators.replay import WalkMeToHeapOperator
 from walkme_heap.operators.summary import ReplaySummaryOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
 
 
+def _bound(title: str, description: str) -> Param:
+    """A window bound for a manual run: a date or an ISO date-time, or empty."""
+    return Param(None, type=["null", "string"], pattern=DATE_PATTERN, title=title, description=description)
+
+
 def _params() -> dict[str, Param]:
     return {
-        "start": Param(
-            None,
-            type=["null", "string"],
-            pattern=DATE_PATTERN,
-            title="Start (UTC, inclusive)",
-            description="For a manual run: first day or instant to replay, e.g. 2024-03-10. "
+        "start": _bound(
+            "Start (UTC, inclusive)",
+            "For a manual run: first day or instant to replay, e.g. 2024-03-10. "
             "Leave empty to replay the run's data interval.",
         ),
-        "end": Param(
-            None,
-            type=["null", "string"],
-            pattern=DATE_PATTERN,
-            title="End (UTC, exclusive)",
-            description="For a manual run: replay up to, not including, this day or instant, "
+        "end": _bound(
+            "End (UTC, exclusive)",
+            "For a manual run: replay up to, not including, this day or instant, "
             "e.g. 2024-03-11. Must be after start.",
         ),
         "dry_run": Param(
@@ -59,7 +58,7 @@ def _params() -> dict[str, Param]:
     }
 
 
-def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
+def build_dag(pipeline: Pipeline) -> DAG:
     """The DAG of one pipeline: a replay task per data interval, or one per shard and a summary."""
     schedule = None
     try:
@@ -90,15 +89,14 @@ def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
         arguments = {
             "task_id": "replay",
             "pipeline": pipeline.name,
-            "source": pipeline.source_config,
-            "mapping": pipeline.mapping_config,
+            "source": pipeline.source,
+            "mapping": pipeline.mapping,
             "heap_conn_id": pipeline.heap_conn_id,
             "pool": pipeline.heap_pool,
             "ledger_conn_id": pipeline.ledger_conn_id,
             "dead_letters": pipeline.dead_letters,
             "dead_letters_conn_id": pipeline.dead_letters_conn_id,
             "max_invalid_ratio": pipeline.max_invalid_ratio,
-            "config_dir": str(config_dir),
         }
         if pipeline.shards == 1:
             WalkMeToHeapOperator(**arguments)
@@ -116,5 +114,4 @@ def build_dag(pipeline: Pipeline, config_dir: Path) -> DAG:
 
 def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
     """Every configured pipeline's DAG, keyed by dag_id (for a DAG file's ``globals()``)."""
-    path = Path(path) if path else config_path()
-    return {p.dag_id: build_dag(p, path.resolve().parent) for p in load_pipelines(path)}
+    return {p.dag_id: build_dag(p) for p in load_pipelines(path)}

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fsspec.core import url_to_fs
 
-FsFactory = Callable[[str], tuple[Any, str]]
+from walkme_heap.connections import FsFactory
 
 
-def _plain(value: Any) -> Any:
+def _json_value(value: Any) -> Any:
     """JSON-friendly source values: NaN/NaT become null, timestamps become ISO text."""
     if value is None:
         return None
@@ -66,7 +65,7 @@ class DeadLetters:
             "reason": reason,
             "message": message,
             "attempts": attempts,
-            "source": {str(k): _plain(v) for k, v in (source or {}).items()},
+            "source": {str(k): _json_value(v) for k, v in (source or {}).items()},
             "payload": payload,
         }
         self._file.write(orjson.dumps(record, default=str) + b"\n")

@@ -1,7 +1,11 @@
-"""Drop repeats within one run: overlapping exports and at-least-once webhooks repeat events.
+"""Which of a chunk's events are new: not seen earlier in this run, not acknowledged by Heap before.
 
-Heap would ignore a repeated idempotency key anyway, but counting it as "sent" would overstate
-delivery. Seen keys are kept as 64-bit hashes (8 bytes an event) in sorted runs, one per chunk,
+Overlapping exports and at-least-once webhooks repeat events within a run; Heap would ignore a
+repeated idempotency key anyway, but counting it as "sent" would overstate delivery, so repeats are
+skipped (``duplicate_in_source``). Events the ledger says Heap already acknowledged are counted
+``already sent``. ``NewEventFilter`` does both for each chunk.
+
+Seen keys are kept as 64-bit hashes (8 bytes an event) in sorted runs, one per chunk,
 merged when they pile up. Past ``memory_keys`` keys (500,000 by default: 4 MB) they are merged into one
 sorted file on disk, which each later chunk's candidates are checked against in slices of 2 MB, so
 a day of any size replays in flat memory. Only such large days pay for it: one sequential read of
@@ -14,6 +18,8 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -105,12 +111,9 @@ class SeenKeys:
             found |= run[positions] == hashes
         return found
 
-    def first_occurrences(self, keys: list[str]) -> np.ndarray:
-        """True where a key was not seen before, in this run or earlier in ``keys``."""
-        return self.first_occurrences_of_hashes(key_hashes(keys))
-
-    def first_occurrences_of_hashes(self, hashes: np.ndarray) -> np.ndarray:
-        """The same, for keys already hashed with ``key_hashes``."""
+    def first_occurrences(self, hashes: np.ndarray) -> np.ndarray:
+        """True where a key (hashed with ``key_hashes``) was not seen before, in this run or earlier
+        in ``hashes``; remembers them all."""
         fresh = np.zeros(len(hashes), dtype=bool)
         _, first = np.unique(hashes, return_index=True)
         fresh[first] = True
@@ -137,3 +140,40 @@ class SeenKeys:
             smallest = self._runs[: MAX_RUNS // 2]
             self._runs = [*self._runs[MAX_RUNS // 2 :], np.sort(np.concatenate(smallest))]
         return fresh
+
+
+@dataclass
+class NewEvents:
+    """A chunk's events that are new, and how many were not."""
+
+    events: list[dict[str, Any]]
+    repeats: int  # seen earlier in this run (or this chunk)
+    already_sent: int  # acknowledged by Heap in an earlier run (the ledger)
+
+
+class NewEventFilter:
+    """Keeps the events of each chunk that are new.
+
+    :param acknowledged: sorted hashes of the keys the ledger holds for the window (empty to send
+        everything again).
+    """
+
+    def __init__(self, acknowledged: np.ndarray, memory_keys: int = DEFAULT_MEMORY_KEYS) -> None:
+        self.acknowledged = acknowledged
+        self.seen = SeenKeys(memory_keys)
+
+    def select(self, events: list[dict[str, Any]]) -> NewEvents:
+        hashes = key_hashes([e["idempotency_key"] for e in events])
+        fresh = self.seen.first_occurrences(hashes)
+        already_sent = 0
+        keep = fresh
+        if len(self.acknowledged):
+            done = np.isin(hashes, self.acknowledged) & fresh
+            already_sent = int(done.sum())
+            keep = fresh & ~done
+        if not keep.all():
+            events = [e for e, k in zip(events, keep, strict=True) if k]
+        return NewEvents(events, repeats=int((~fresh).sum()), already_sent=already_sent)
+
+    def close(self) -> None:
+        self.seen.close()

@@ -10,6 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from walkme_heap import __version__
+from walkme_heap.heap_api import (
+    APP_EVENTS_PER_MINUTE,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_RETRY_SECONDS,
+    EU_BASE_URL,
+    IDENTITY_EVENTS_PER_MINUTE,
+    MAX_EVENTS_PER_REQUEST,
+    US_BASE_URL,
+)
 
 
 def _number(label: str, description: str, default: int | float | None = None) -> dict[str, Any]:
@@ -34,30 +43,40 @@ def get_provider_info() -> dict[str, Any]:
                     "region": {
                         "label": "Region",
                         "schema": {"type": ["string", "null"], "enum": ["us", "eu", None], "default": "us"},
-                        "description": "us: https://heapanalytics.com, eu: https://c.eu.heap-api.com. "
+                        "description": f"us: {US_BASE_URL}, eu: {EU_BASE_URL}. "
                         "Used when Base URL is empty; a Base URL wins (custom or the emulator).",
                     },
                     "app_rate_limit": _number(
                         "App rate limit (events/minute)",
                         "Heap's bulk limit per app; 0 turns pacing off.",
-                        15000,
+                        APP_EVENTS_PER_MINUTE,
                     ),
                     "identity_rate_limit": _number(
-                        "Identity rate limit (events/minute)", "Heap's limit per identity per app.", 1000
+                        "Identity rate limit (events/minute)",
+                        "Heap's limit per identity per app.",
+                        IDENTITY_EVENTS_PER_MINUTE,
                     ),
-                    "max_batch_events": _number("Events per request", "At most 1000 (Heap's cap).", 1000),
+                    "max_batch_events": _number(
+                        "Events per request",
+                        f"At most {MAX_EVENTS_PER_REQUEST} (Heap's cap).",
+                        MAX_EVENTS_PER_REQUEST,
+                    ),
                     "max_batch_bytes": _number(
-                        "Bytes per request", "Heap documents no body cap; keep a margin.", 1000000
+                        "Bytes per request",
+                        "Heap documents no body cap; keep a margin.",
+                        DEFAULT_MAX_BATCH_BYTES,
                     ),
                     "retry_max_seconds": _number(
-                        "Retry budget per batch (s)", "Then the task fails; the ledger resumes it.", 300
+                        "Retry budget per batch (s)",
+                        "Then the task fails; the ledger resumes it.",
+                        int(DEFAULT_RETRY_SECONDS),
                     ),
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "password", "extra"],
                     "relabeling": {"host": "Base URL (optional)", "login": "App ID"},
                     "placeholders": {
-                        "host": "https://heapanalytics.com (empty: from Region)",
+                        "host": f"{US_BASE_URL} (empty: from Region)",
                         "login": "the Heap environment (app) id",
                     },
                 },

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from walkme_heap.mapping.mapper import stripped_text
+from walkme_heap.sources.base import Chunk
+
 MAX_SHARDS = 64
 
 
@@ -31,6 +34,13 @@ class Shard:
             raise ValueError(f"shards must be between 1 and {MAX_SHARDS}, not {self.count}")
         if not 0 <= self.index < self.count:
             raise ValueError(f"shard index {self.index} is not in 0..{self.count - 1}")
+
+    @classmethod
+    def of(cls, index: int | None, count: int) -> Shard | None:
+        """Shard ``index`` of ``count``; None for an unsharded window (1 shard). Raises ValueError."""
+        if count == 1 and index in (None, 0):
+            return None
+        return cls(index or 0, count)
 
     @property
     def label(self) -> str:
@@ -50,3 +60,14 @@ class Shard:
             count=len(identities),
         )
         return shards == self.index
+
+    def own_rows(self, chunk: Chunk, identity_column: str | None) -> Chunk:
+        """This shard's rows of a chunk; the others are another shard's to read and count."""
+        frame = chunk.frame
+        present = identity_column is not None and identity_column in frame.columns
+        identities = stripped_text(frame[identity_column]) if present else [""] * len(frame)
+        mask = self.mask(identities)
+        malformed = chunk.malformed if self.owns_unsplittable_rows else []
+        if mask.all() and len(malformed) == len(chunk.malformed):
+            return chunk
+        return Chunk(frame=frame[mask], origin=chunk.origin, malformed=malformed)

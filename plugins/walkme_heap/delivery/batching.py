@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 
-MAX_EVENTS = 1000  # Heap's documented cap per bulk request
-DEFAULT_MAX_BYTES = 1_000_000  # Heap documents no cap: stay well below any plausible one
+from walkme_heap.heap_api import DEFAULT_MAX_BATCH_BYTES, MAX_EVENTS_PER_REQUEST
 
 
 @dataclass
@@ -37,10 +36,6 @@ class Batch:
         assert self.parts is not None
         return self.head + b",".join(self.parts) + b"]}"
 
-    @property
-    def keys(self) -> list[str]:
-        return [event["idempotency_key"] for event in self.events]
-
     def halves(self) -> tuple[Batch, Batch]:
         parts = self.parts if self.parts is not None else [orjson.dumps(e) for e in self.events]
         middle = len(self.events) // 2
@@ -53,9 +48,14 @@ class Batch:
 class Batcher:
     """Packs events into requests within the count and byte caps."""
 
-    def __init__(self, app_id: str, max_events: int = MAX_EVENTS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if not 1 <= max_events <= MAX_EVENTS:
-            raise ValueError(f"max_events must be between 1 and {MAX_EVENTS}")
+    def __init__(
+        self,
+        app_id: str,
+        max_events: int = MAX_EVENTS_PER_REQUEST,
+        max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    ) -> None:
+        if not 1 <= max_events <= MAX_EVENTS_PER_REQUEST:
+            raise ValueError(f"max_events must be between 1 and {MAX_EVENTS_PER_REQUEST}")
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.head = b'{"app_id":' + orjson.dumps(app_id) + b',"events":['

@@ -10,9 +10,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-US_BASE_URL = "https://heapanalytics.com"
-EU_BASE_URL = "https://c.eu.heap-api.com"
-TRACK_PATH = "/api/track"
+from walkme_heap.heap_api import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, TRACK_PATH
 
 
 class HeapConfigError(ValueError):
@@ -71,8 +69,8 @@ class HeapClient:
         base_url: str,
         app_id: str,
         *,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
         session: requests.Session | None = None,
     ) -> None:
         if not app_id or not app_id.strip():

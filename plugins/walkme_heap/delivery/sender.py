@@ -20,13 +20,14 @@ from typing import Any
 
 from walkme_heap.delivery.batching import Batch
 from walkme_heap.delivery.client import HeapClient, HeapRequestError
+from walkme_heap.heap_api import DEFAULT_RETRY_SECONDS
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_seconds: float = 300.0  # per batch, from its first attempt
+    max_seconds: float = DEFAULT_RETRY_SECONDS  # per batch, from its first attempt
     base_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
 

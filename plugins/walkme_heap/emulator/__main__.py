@@ -53,14 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    same_names = ("app_limit", "identity_limit", "retry_after", "error_rate", "latency_ms", "drop_rate")
     settings = EmulatorSettings(
-        app_limit=args.app_limit,
-        identity_limit=args.identity_limit,
-        retry_after=args.retry_after,
-        error_rate=args.error_rate,
-        latency_ms=args.latency_ms,
-        drop_rate=args.drop_rate,
-        store_events=not args.no_store,
+        store_events=not args.no_store, **{name: getattr(args, name) for name in same_names}
     )
     emulator = HeapEmulator(args.host, args.port, settings, args.jsonl)
     if args.port_file:

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_APP_LIMIT = 15_000
 DEFAULT_IDENTITY_LIMIT = 1_000
+HOLD_SECONDS = 120.0
 
 
 @dataclass
@@ -50,6 +52,9 @@ class EmulatorSettings:
     drop_rate: float = 0.0  # share of requests whose connection is closed unanswered
     drop_after_accept_rate: float = 0.0  # share accepted, then the connection closed unanswered
     poison: str | None = None  # events whose JSON contains this text are rejected with 400
+    # Once more than this many events were accepted, a track request is processed but its answer
+    # is held until the setting is cleared (or raised): a test can act at an exact point of a run.
+    hold_after: int | None = None
     store_events: bool = True  # keep accepted events for /_emulator/events
     seed: int = 0
 
@@ -65,9 +70,16 @@ class EmulatorSettings:
 class EmulatorState:
     """What the emulator received; guarded by one lock so counts stay consistent."""
 
-    def __init__(self, settings: EmulatorSettings, jsonl_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        jsonl_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # settings changed (held answers may go)
+        self.clock = clock  # the limits' and per-minute counts' time
         self.jsonl_path = jsonl_path
         self.reset()
 
@@ -82,7 +94,9 @@ class EmulatorState:
             self.jsonl_path.write_text("")
 
     def configure(self, changes: dict[str, Any]) -> None:
+        """Change settings (the caller holds the lock)."""
         self.settings.update(changes)
+        self.changed.notify_all()
         if {"app_limit", "identity_limit"} & set(changes):
             self.limiter = RateLimiter(self.settings.app_limit, self.settings.identity_limit)
         if "seed" in changes:
@@ -263,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._count("rejected_400")
             self._reply(400, {"error": message})
             return
-        now = time.time()
+        now = state.clock()
         identities = [e.get("identity") or e.get("user_id") or "" for e in events]
         with state.lock:
             wait = state.limiter.admit(app_id, identities, now)
@@ -278,12 +292,28 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             new, duplicates = state.record(app_id, events, now)
             drop_ack = state.random.random() < settings.drop_after_accept_rate
+            accepted = state.counts["accepted_events"]
+            if settings.hold_after is not None and accepted > settings.hold_after:
+                self._hold(accepted)
         if slow:
             time.sleep(settings.slow_burst_ms / 1000)
         if drop_ack:
             self._count("dropped_after_accept")
             raise _DropConnectionError
-        self._reply(200, {"accepted": len(events), "new": new, "duplicates": duplicates})
+        try:
+            self._reply(200, {"accepted": len(events), "new": new, "duplicates": duplicates})
+        except OSError:  # a held answer whose client is gone (killed while waiting for it)
+            self.close_connection = True
+
+    def _hold(self, accepted: int) -> None:
+        """Keep the answer back while ``hold_after`` is below ``accepted`` (the caller holds the lock;
+        waiting releases it). Gives up after ``HOLD_SECONDS``, so a forgotten hold cannot hang."""
+        state = self.server.state
+        state.counts["held_answers"] += 1
+        deadline = time.monotonic() + HOLD_SECONDS
+        while (limit := state.settings.hold_after) is not None and accepted > limit:
+            if not state.changed.wait(timeout=max(0.0, deadline - time.monotonic())):
+                break
 
     def _count(self, name: str, amount: int = 1) -> None:
         with self.server.state.lock:
@@ -307,10 +337,11 @@ class HeapEmulator:
         port: int = 0,
         settings: EmulatorSettings | None = None,
         jsonl_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the Heap emulator only listens on loopback")
-        self.state = EmulatorState(settings or EmulatorSettings(), jsonl_path)
+        self.state = EmulatorState(settings or EmulatorSettings(), jsonl_path, clock)
         self.httpd = EmulatorHTTPServer((host, port), self.state)
         self._thread: threading.Thread | None = None
 

@@ -34,7 +34,7 @@ class HeapValidationError(ValueError):
 def _check_timestamp(value: Any, path: str) -> None:
     if not isinstance(value, str):
         raise HeapValidationError(f"{path} should be string")
-    m = _ISO_WITH_OFFSET.match(value)
+    m = _ISO_WITH_OFFSET.fullmatch(value)  # "$" alone would let a trailing newline through
     if not m:
         raise HeapValidationError(f"{path} should be an ISO 8601 date-time with an offset")
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
@@ -106,8 +106,8 @@ _FAST_TIMESTAMP = re.compile(
 _BULK_KEYS = frozenset({"app_id", "events"})
 
 
-def _plainly_valid_bulk(body: Any) -> bool:
-    """True only for a bulk body of identity events that certainly passes ``validate_body``.
+def fast_accepts(body: Any) -> bool:
+    """True only for a bulk body of identity events that certainly passes ``check_body``.
 
     An accelerator, not a second contract: it checks the same rules (some more strictly) in one
     tight loop over JSON-decoded values (plain types, so ``type() is`` holds). Anything it is not
@@ -156,9 +156,15 @@ def _plainly_valid_bulk(body: Any) -> bool:
 
 
 def validate_body(body: Any) -> tuple[str, list[dict[str, Any]]]:
-    """Validate a single or bulk track body; return (app_id, events)."""
-    if _plainly_valid_bulk(body):
+    """Validate a single or bulk track body; return (app_id, events). Plain bulk bodies take the
+    fast path; anything it is not sure of is decided by the full rules (``check_body``)."""
+    if fast_accepts(body):
         return body["app_id"], body["events"]
+    return check_body(body)
+
+
+def check_body(body: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The full rules, always: return (app_id, events) or raise HeapValidationError."""
     if not isinstance(body, dict):
         raise HeapValidationError("postBody should be object")
     app_id = body.get("app_id")

@@ -10,24 +10,26 @@ Plain ``http`` is refused unless the host is loopback.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from airflow.sdk import BaseHook
 
-from walkme_heap.delivery.batching import DEFAULT_MAX_BYTES, MAX_EVENTS
-from walkme_heap.delivery.client import (
-    EU_BASE_URL,
-    US_BASE_URL,
-    HeapClient,
-    HeapConfigError,
-    HeapRequestError,
+from walkme_heap.config import DEFAULT_HEAP_CONN_ID
+from walkme_heap.delivery.client import HeapClient, HeapConfigError, HeapRequestError
+from walkme_heap.heap_api import (
+    APP_EVENTS_PER_MINUTE,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_RETRY_SECONDS,
+    IDENTITY_EVENTS_PER_MINUTE,
+    MAX_EVENTS_PER_REQUEST,
+    REGIONS,
 )
-from walkme_heap.replay import DEFAULT_APP_LIMIT, DEFAULT_IDENTITY_LIMIT, ReplayOptions
 
-REGIONS = {"us": US_BASE_URL, "eu": EU_BASE_URL}
 CANARY_IDENTITY = "walkme-heap-connection-test"
 CANARY_EVENT = "walkme-heap connection test"
 EXTRA_KEYS = (
@@ -65,6 +67,20 @@ def base_url_from(host: str | None, schema: str | None, port: int | None, region
     return f"{scheme}://{host}" + (f":{port}" if port else "")
 
 
+@dataclass(frozen=True)
+class HeapSettings:
+    """A connection's delivery settings (its extra), checked, with Heap's limits as defaults."""
+
+    region: str | None
+    max_batch_events: int
+    max_batch_bytes: int
+    connect_timeout: float
+    read_timeout: float
+    app_rate_limit: int | None  # events per minute per app; None: no pacing (a private server)
+    identity_rate_limit: int | None
+    retry_max_seconds: float
+
+
 class HeapHook(BaseHook):
     """Reach Heap's server-side track API through an Airflow connection.
 
@@ -73,7 +89,7 @@ class HeapHook(BaseHook):
     """
 
     conn_name_attr = "heap_conn_id"
-    default_conn_name = "heap_default"
+    default_conn_name = DEFAULT_HEAP_CONN_ID
     conn_type = "heap"
     hook_name = "Heap"
 
@@ -88,7 +104,7 @@ class HeapHook(BaseHook):
             self._conn = self.get_connection(self.heap_conn_id)
         return self._conn
 
-    def options(self) -> dict[str, Any]:
+    def settings(self) -> HeapSettings:
         """The connection's extra, checked: unknown keys are refused (typos would be silent).
 
         Keys may carry the UI form's prefix (``extra__heap__region``); empty form fields are None.
@@ -101,25 +117,16 @@ class HeapHook(BaseHook):
                 f"connection '{self.heap_conn_id}': unknown extra keys {unknown}; "
                 f"known: {', '.join(EXTRA_KEYS)}"
             )
-        return {
-            "region": extra.get("region"),
-            "max_batch_events": int(extra.get("max_batch_events", MAX_EVENTS)),
-            "max_batch_bytes": int(extra.get("max_batch_bytes", DEFAULT_MAX_BYTES)),
-            "connect_timeout": float(extra.get("connect_timeout", 5.0)),
-            "read_timeout": float(extra.get("read_timeout", 30.0)),
-            "app_rate_limit": _limit(extra.get("app_rate_limit"), DEFAULT_APP_LIMIT),
-            "identity_rate_limit": _limit(extra.get("identity_rate_limit"), DEFAULT_IDENTITY_LIMIT),
-            "retry_max_seconds": float(extra.get("retry_max_seconds", 300.0)),
-        }
-
-    def apply(self, options: ReplayOptions) -> None:
-        """Copy the connection's batch, rate-limit and retry settings into replay options."""
-        extra = self.options()
-        options.max_events = extra["max_batch_events"]
-        options.max_bytes = extra["max_batch_bytes"]
-        options.app_limit = extra["app_rate_limit"]
-        options.identity_limit = extra["identity_rate_limit"]
-        options.retry = replace(options.retry, max_seconds=extra["retry_max_seconds"])
+        return HeapSettings(
+            region=extra.get("region"),
+            max_batch_events=int(extra.get("max_batch_events", MAX_EVENTS_PER_REQUEST)),
+            max_batch_bytes=int(extra.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)),
+            connect_timeout=float(extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
+            read_timeout=float(extra.get("read_timeout", DEFAULT_READ_TIMEOUT)),
+            app_rate_limit=_limit(extra.get("app_rate_limit"), APP_EVENTS_PER_MINUTE),
+            identity_rate_limit=_limit(extra.get("identity_rate_limit"), IDENTITY_EVENTS_PER_MINUTE),
+            retry_max_seconds=float(extra.get("retry_max_seconds", DEFAULT_RETRY_SECONDS)),
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Send one canary event: Heap accepts a wrong app_id silently, so this is the only check.
@@ -155,14 +162,14 @@ class HeapHook(BaseHook):
     def get_conn(self) -> HeapClient:
         """A client with one pooled HTTP session for this connection."""
         conn = self._connection()
-        options = self.options()
-        base_url = base_url_from(conn.host, conn.schema, conn.port, options["region"])
+        settings = self.settings()
+        base_url = base_url_from(conn.host, conn.schema, conn.port, settings.region)
         try:
             return HeapClient(
                 base_url,
                 conn.login or "",
-                connect_timeout=options["connect_timeout"],
-                read_timeout=options["read_timeout"],
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
             )
         except HeapConfigError as exc:
             raise HeapConfigError(f"connection '{self.heap_conn_id}': {exc}") from None

@@ -37,7 +37,6 @@ class BoundColumns:
     """The mapping's roles resolved against one source's headers."""
 
     roles: dict[str, str | None]
-    properties: list[str]
 
 
 def bind_columns(spec: MappingSpec, headers: list[str], origin: str) -> BoundColumns:
@@ -63,7 +62,7 @@ def bind_columns(spec: MappingSpec, headers: list[str], origin: str) -> BoundCol
         )
         raise MissingColumnsError(f"{origin}: missing required columns: {described}{hint}")
 
-    return BoundColumns(roles=roles, properties=property_columns(spec, headers, roles))
+    return BoundColumns(roles=roles)
 
 
 def property_columns(spec: MappingSpec, headers: list[str], roles: dict[str, str | None]) -> list[str]:

@@ -20,27 +20,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from walkme_heap.heap_api import MAX_EVENT_NAME_CHARS, MAX_IDENTITY_CHARS
 from walkme_heap.mapping.columns import BoundColumns, property_columns
 from walkme_heap.mapping.event_names import EventNamer
 from walkme_heap.mapping.keys import keys_from_event_ids, keys_from_fields
 from walkme_heap.mapping.properties import PropertyCleaner, property_key
-from walkme_heap.mapping.spec import MAX_EVENT_NAME_CHARS, MappingSpec
+from walkme_heap.mapping.spec import MappingSpec
 from walkme_heap.mapping.timestamps import INVALID_MS, format_ms, to_epoch_ms
 
-MAX_IDENTITY_CHARS = 255
 # Identities that would merge unrelated people into one Heap profile, irreversibly.
 PLACEHOLDER_IDENTITIES = frozenset(
     {"", "null", "undefined", "none", "nan", "nil", "user", "[object object]", "n/a"}
 )
 
-INVALID_REASONS = (
-    "unparsable_time",
-    "missing_identity",
-    "identity_too_long",
-    "missing_event_id",
-    "no_event_name",
-    "event_name_too_long",
-)
 SKIP_REASONS = ("outside_window", "non_production")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MAX_CHARS = 1023
+from walkme_heap.heap_api import MAX_PROPERTY_CHARS
 
 
 class PropertyCleaner:
@@ -46,18 +46,18 @@ class PropertyCleaner:
             value = value.isoformat() if hasattr(value, "isoformat") else str(value)
         if not value.strip():
             return None
-        if len(value) > MAX_CHARS:
+        if len(value) > MAX_PROPERTY_CHARS:
             self.truncated += 1
-            return value[:MAX_CHARS]
+            return value[:MAX_PROPERTY_CHARS]
         return value
 
     def text(self, value: str | None) -> str | None:
         """Missing or blank text -> None (dropped); long text cut to 1023 characters and counted."""
         if value is None or not value.strip():
             return None
-        if len(value) > MAX_CHARS:
+        if len(value) > MAX_PROPERTY_CHARS:
             self.truncated += 1
-            return value[:MAX_CHARS]
+            return value[:MAX_PROPERTY_CHARS]
         return value
 
     def column(self, series: pd.Series) -> list[Any]:
@@ -66,7 +66,7 @@ class PropertyCleaner:
             # One pass in a comprehension: most values are short, non-blank text and stay as they are.
             text = self.text
             return [
-                v if v and len(v) <= MAX_CHARS and not v.isspace() else text(v)
+                v if v and len(v) <= MAX_PROPERTY_CHARS and not v.isspace() else text(v)
                 for v in series.to_numpy(dtype=object, na_value=None)
             ]
         if pd.api.types.is_integer_dtype(series) and not series.hasnans:
@@ -76,4 +76,4 @@ class PropertyCleaner:
 
 def property_key(key: str) -> str:
     """Keys are kept as the source spells them (Heap keys are case-sensitive), capped in length."""
-    return key[:MAX_CHARS]
+    return key[:MAX_PROPERTY_CHARS]

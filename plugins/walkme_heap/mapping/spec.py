@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_EVENT_NAME_CHARS = 255  # Heap takes 1024, its browser SDK caps at 255: the safe cap
-
 
 @dataclass(frozen=True)
 class EventNameSpec:

@@ -70,13 +70,13 @@ def to_epoch_ms(series: pd.Series) -> np.ndarray:
     elif pd.api.types.is_numeric_dtype(series):
         out = _from_numbers(series.to_numpy(dtype="float64", na_value=np.nan))
     else:
-        out = _from_text(series.map(_plain, na_action="ignore"))
+        out = _from_text(series.map(_as_time_text, na_action="ignore"))
     bad = (out < 0) | (out > MAX_MS)
     out[bad] = INVALID_MS
     return out
 
 
-def _plain(value: object) -> object:
+def _as_time_text(value: object) -> object:
     """Datetimes from a database driver in an object column become ISO text, bools become None."""
     if isinstance(value, bool):
         return None

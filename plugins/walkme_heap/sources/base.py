@@ -1,10 +1,10 @@
-"""What every source yields, and the errors a source raises."""
+"""What every source is and yields, and the errors a source raises."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -31,6 +31,17 @@ class Chunk:
     frame: pd.DataFrame
     origin: str
     malformed: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """What a replay needs from a source: its origins (files, queries), headers, chunks, progress."""
+
+    def origins(self) -> list[str]: ...
+    def headers(self, origin: str) -> list[str]: ...
+    def chunks(self, origin: str) -> Iterator[Chunk]: ...
+    def progress(self) -> float | None:
+        """The share of the window read so far, when it can be known (for an ETA)."""
+        ...
 
 
 def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import gzip
 import io
 import re
-from collections.abc import Callable
 from typing import Any
 
 from fsspec.core import url_to_fs
 
+from walkme_heap.connections import FsFactory
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS, SourceError, SourceMissingError
 from walkme_heap.window import Window
 
-FsFactory = Callable[[str], tuple[Any, str]]  # url -> (filesystem, path within it)
 _GLOB = re.compile(r"[*?\[]")
 
 

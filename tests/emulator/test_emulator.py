@@ -7,17 +7,10 @@ import json
 import pytest
 import requests
 
+from tests.helpers import GOOD_EVENT as GOOD
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.emulator.limits import RateLimiter
 from walkme_heap.emulator.validation import HeapValidationError, validate_body
-
-GOOD = {
-    "identity": "u1",
-    "event": "E",
-    "timestamp": "2024-03-10T00:00:00.000+00:00",
-    "idempotency_key": "wmh1-0123456789abcdef",
-    "properties": {"a": "b", "n": 1.5},
-}
 
 
 def post(emulator: HeapEmulator, body: object, **kw: object) -> requests.Response:
@@ -58,46 +51,6 @@ def test_each_rule_answers_400_naming_the_field(emulator: HeapEmulator, change: 
     assert message in response.json()["error"]
     assert response.json()["error"].startswith("postBody.events[1]")
     assert stats(emulator).get("unique_events", 0) == 0  # the whole request is rejected
-
-
-EDGES = [
-    {"timestamp": "2024-13-10T00:00:00Z"},
-    {"timestamp": "0000-03-10T00:00:00Z"},
-    {"timestamp": "2024-03-10T24:00:00Z"},
-    {"timestamp": "2024-03-10T00:00:60.5+0100"},
-    {"timestamp": "2024-03-10T00:00:00Z\n"},
-    {"timestamp": None},
-    {"idempotency_key": None},
-    {"idempotency_key": "12345678"},
-    {"session_id": 5},
-    {"session_id": "s"},
-    {"properties": {"k" * 1023: 1}},
-    {"properties": {"k" * 1024: 1}},
-    {"properties": {"a": "x" * 1023, "b": -3, "c": 0.25}},
-    {"properties": {"a": None}},
-    {"properties": {"a": [1]}},
-    {"properties": {"a": float("inf")}},
-    {"event": "x" * 1024},
-    {"identity": "x" * 255},
-    {"identity": ""},
-    {"user_id": "12", "identity": None},
-]
-
-
-@pytest.mark.parametrize("change", EDGES, ids=range(len(EDGES)))
-def test_fast_path_only_accepts_what_the_full_validator_accepts(change: dict) -> None:
-    """The emulator's fast path is an accelerator: it never lets through what the rules refuse."""
-    from walkme_heap.emulator.validation import _plainly_valid_bulk
-
-    event = {k: v for k, v in {**GOOD, **change}.items() if not (k == "identity" and v is None)}
-    body = {"app_id": "a", "events": [GOOD, event]}
-    if _plainly_valid_bulk(body):
-        assert validate_body(body) == ("a", [GOOD, event])
-    else:  # the full validator decides alone (either way) and gives the field's path
-        try:
-            validate_body(body)
-        except HeapValidationError as exc:
-            assert str(exc).startswith("postBody.events[1]")
 
 
 def test_json_the_fast_parser_refuses_gets_the_standard_verdict(emulator: HeapEmulator) -> None:
@@ -184,7 +137,7 @@ def test_fault_injection(emulator: HeapEmulator) -> None:
     body = {"app_id": "app", "events": [GOOD]}
     assert [post(emulator, body).status_code for _ in range(3)] == [503, 503, 200]
     requests.post(f"{emulator.url}/_emulator/config", json={"drop_rate": 1.0}, timeout=5)
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises(requests.ConnectionError, match="closed connection without response"):
         post(emulator, body)
     requests.post(f"{emulator.url}/_emulator/config", json={"drop_rate": 0.0, "poison": "u1"}, timeout=5)
     poisoned = post(emulator, body)

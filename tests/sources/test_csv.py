@@ -73,7 +73,7 @@ def test_missing_file_fails_or_is_skipped(tmp_path: Path) -> None:
     with pytest.raises(SourceMissingError, match="no file for 2024-03-10"):
         CsvSource(template, DAY).origins()
     assert CsvSource(template, DAY, on_missing="skip").origins() == []
-    with pytest.raises(SourceMissingError):
+    with pytest.raises(SourceMissingError, match=r"no file for 2024-03-10 at .*none-\*\.csv"):
         CsvSource(str(tmp_path / "none-*.csv"), DAY).origins()
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, received
-from tests.deployment import Deployment
-from tests.test_delivery_faults import expected_keys, write_day
+from tests.deployments.deployment import Deployment
+from tests.helpers import expected_keys, received, write_day
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.window import Window
 
@@ -34,28 +33,23 @@ class BackfillDeployment(Deployment):
     """LocalExecutor, SQLite metadata database, the ledger in SQLite under ``home``."""
 
     def __init__(self, home: Path, emulator: HeapEmulator) -> None:
-        self.data = home / "exports"
-        self.data.mkdir(parents=True)
-        (home / "pipelines.yaml").write_text(
+        super().__init__(
+            home,
             "pipelines:\n  bf:\n    start_date: 2024-03-10\n    end_date: 2024-03-14\n    catchup: false\n"
             "    retries: 0\n"
             "    max_active_runs: 2\n    source:\n"
-            f"      path: {self.data}/day_{{date:%Y-%m-%d}}.csv\n"
-            "    mapping:\n      event_name: {event_type: complete}\n"
-        )
-        super().__init__(
-            home,
+            "      path: {exports}/day_{date:%Y-%m-%d}.csv\n"
+            "    mapping:\n      event_name: {event_type: complete}\n",
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-                "PYTHONPATH": str(ROOT),  # the settings below live in tests/
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.airflow_settings.SQLITE_CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": (
+                    "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS"
+                ),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
-                    "tests.airflow_settings.SQLITE_CONNECT_ARGS_ASYNC"
+                    "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS_ASYNC"
                 ),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
-                "WALKME_HEAP_CONFIG": str(home / "pipelines.yaml"),
-                "WALKME_HEAP_HOME": str(home / "walkme_heap"),
                 "AIRFLOW_CONN_HEAP_DEFAULT": (
                     f'{{"conn_type": "heap", "host": "{emulator.url}", "login": "bf-app", '
                     f'"extra": {{"app_rate_limit": {APP_LIMIT}}}}}'
@@ -141,4 +135,10 @@ def test_backfill_a_range_then_reprocess_the_failed_day(deployment) -> None:
         per_day = dict(
             db.execute("SELECT window_label, count(*) FROM walkme_heap_runs GROUP BY window_label")
         )
+        missing_day = db.execute(
+            "SELECT status, message FROM walkme_heap_runs WHERE window_label = ? ORDER BY id", [MISSING]
+        ).fetchall()
     assert per_day == {"2024-03-10": 1, "2024-03-11": 1, "2024-03-12": 2, "2024-03-13": 1}
+    (first, first_message), (second, second_message) = missing_day
+    assert (first, second, second_message) == ("failed", "success", "")
+    assert first_message.startswith(f"no file for {MISSING} at {cluster.data / f'day_{MISSING}.csv'}")

@@ -6,29 +6,29 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import ROOT, free_port
 
 
 class Deployment:
-    """``env`` adds to the base settings (executor, database, connections ...)."""
+    """One pipelines file, whose day files are in ``data`` (``{exports}`` in ``pipelines``); ``env``
+    adds to the base settings (executor, database, connections ...)."""
 
-    def __init__(self, home: Path, env: dict[str, str]) -> None:
+    def __init__(self, home: Path, pipelines: str, env: dict[str, str]) -> None:
         self.home = home
+        self.data = home / "exports"
+        self.data.mkdir(parents=True)
+        (home / "pipelines.yaml").write_text(pipelines.replace("{exports}", str(self.data)))
         self.port = free_port()
         self.env = {
             **os.environ,
+            "PYTHONPATH": str(ROOT),  # settings that AIRFLOW__ variables name live in tests/
+            "WALKME_HEAP_CONFIG": str(home / "pipelines.yaml"),
+            "WALKME_HEAP_HOME": str(home / "walkme_heap"),
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

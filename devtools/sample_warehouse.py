@@ -4,7 +4,7 @@ Each well-formed row of the bundled sample CSVs becomes a webhook payload (``cre
 ``wm.env`` as numbers, as WalkMe sends them). The SQLite table is
 ``walkme_events(id, created_at INTEGER epoch ms, payload TEXT JSON)``.
 
-    python scripts/sample_warehouse.py .airflow/walkme_warehouse.db
+    .venv/bin/python -m devtools.sample_warehouse .airflow/walkme_warehouse.db
 """
 
 from __future__ import annotations

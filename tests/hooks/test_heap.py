@@ -27,17 +27,17 @@ def test_accepted_base_urls(url: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "message"),
     [
-        "http://heapanalytics.com",
-        "http://10.0.0.5:8765",
-        "ftp://x",
-        "heapanalytics.com",
-        "https://heapanalytics.com/api/track",
+        ("http://heapanalytics.com", "refusing plain http to heapanalytics.com"),
+        ("http://10.0.0.5:8765", "refusing plain http to 10.0.0.5"),
+        ("ftp://x", "must look like https://heapanalytics.com"),
+        ("heapanalytics.com", "must look like https://heapanalytics.com"),
+        ("https://heapanalytics.com/api/track", "should have no path"),
     ],
 )
-def test_refused_base_urls(url: str) -> None:
-    with pytest.raises(HeapConfigError):
+def test_refused_base_urls(url: str, message: str) -> None:
+    with pytest.raises(HeapConfigError, match=message):
         check_base_url(url)
 
 
@@ -63,7 +63,7 @@ def test_hook_builds_a_client(monkeypatch: pytest.MonkeyPatch) -> None:
         "app-1",
         (5.0, 7.0),
     )
-    assert hook.options()["max_batch_events"] == 1000
+    assert hook.settings().max_batch_events == 1000
 
 
 def test_hook_refuses_plain_http_and_unknown_extras(monkeypatch: pytest.MonkeyPatch) -> None:

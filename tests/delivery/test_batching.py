@@ -7,8 +7,12 @@ import json
 import orjson
 import pytest
 
-from walkme_heap.delivery.batching import Batcher
+from walkme_heap.delivery.batching import Batch, Batcher
 from walkme_heap.emulator.validation import validate_body
+
+
+def keys(batch: Batch) -> list[str]:
+    return [e["idempotency_key"] for e in batch.events]
 
 
 def event(i: int, size: int = 10) -> dict:
@@ -27,7 +31,7 @@ def test_count_cap_and_exact_bodies() -> None:
     assert [len(b) for b in batches] == [1000, 1000, 500]
     for batch in batches:
         app_id, events = validate_body(json.loads(batch.body))
-        assert app_id == "app" and [e["idempotency_key"] for e in events] == batch.keys
+        assert app_id == "app" and [e["idempotency_key"] for e in events] == keys(batch)
 
 
 def test_byte_cap_is_exact() -> None:
@@ -41,7 +45,7 @@ def test_byte_cap_is_exact() -> None:
 def test_oversized_events_are_returned_not_sent() -> None:
     batches, oversized = Batcher(app_id="app", max_bytes=2000).pack([event(0), event(1, size=5000), event(2)])
     assert oversized == [event(1, size=5000)]
-    assert [b.keys for b in batches] == [[event(0)["idempotency_key"], event(2)["idempotency_key"]]]
+    assert [keys(b) for b in batches] == [[event(0)["idempotency_key"], event(2)["idempotency_key"]]]
 
 
 def test_halves_keep_bodies_valid() -> None:
@@ -54,9 +58,9 @@ def test_halves_keep_bodies_valid() -> None:
 
 
 def test_invalid_settings() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_events must be between 1 and 1000"):
         Batcher(app_id="a", max_events=1001)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_bytes is too small for a single event"):
         Batcher(app_id="a", max_bytes=10)
 
 

@@ -24,10 +24,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, received
-from tests.deployment import Deployment, free_port
-from tests.test_delivery_faults import expected_keys, write_day
-from tests.warehouse import postgres_connection
+from tests.deployments.deployment import Deployment
+from tests.helpers import expected_keys, free_port, postgres_connection, received, write_day
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.window import Window
 
@@ -67,33 +65,27 @@ def admin(statement: str) -> None:
 
 class CeleryDeployment(Deployment):
     def __init__(self, home: Path, emulator: HeapEmulator) -> None:
-        self.data = home / "exports"
-        self.data.mkdir(parents=True)
-        (home / "pipelines.yaml").write_text(
-            "pipelines:\n  celery:\n    start_date: 2024-03-10\n    schedule: none\n"
-            f"    shards: {SHARDS}\n    retries: 2\n    retry_delay_seconds: 3\n    source:\n"
-            f"      path: {self.data}/day_{{date:%Y-%m-%d}}.csv\n"
-            "    mapping:\n      event_name: {event_type: complete}\n"
-        )
         super().__init__(
             home,
+            "pipelines:\n  celery:\n    start_date: 2024-03-10\n    schedule: none\n"
+            f"    shards: {SHARDS}\n    retries: 2\n    retry_delay_seconds: 3\n    source:\n"
+            "      path: {exports}/day_{date:%Y-%m-%d}.csv\n"
+            "    mapping:\n      event_name: {event_type: complete}\n",
             {
-                "PYTHONPATH": str(ROOT),  # the workers' hostname callable lives in tests/
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.airflow_settings.get_hostname",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.deployments.airflow_settings.get_hostname",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG}/{DB}",
                 "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
                 "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{PG}/{DB}",
                 # Two task slots a worker: the four shards start two on each worker.
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
                 "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-                # A dead worker is noticed when its tasks stop heartbeating: after 10 s here (the
-                # default is 5 minutes), then the shard is retried after retry_delay_seconds.
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "10",
+                # A dead worker is noticed when its tasks stop heartbeating: after 30 s here (the
+                # default is 5 minutes), then the shard is retried after retry_delay_seconds. A live
+                # task heartbeats every 2 s: 15 missed in a row would take a very loaded machine.
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "1",
                 "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
-                "WALKME_HEAP_CONFIG": str(home / "pipelines.yaml"),
-                "WALKME_HEAP_HOME": str(home / "walkme_heap"),
                 "AIRFLOW_CONN_WALKME_HEAP_LEDGER": f"postgresql://{PG}/{DB}",
                 "AIRFLOW_CONN_HEAP_DEFAULT": json.dumps(
                     {"conn_type": "heap", "host": emulator.url, "login": APP}

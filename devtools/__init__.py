@@ -1,0 +1,1 @@
+"""Development tooling shared by scripts/ and tests/: not part of the installed package."""

@@ -1,0 +1,80 @@
+"""Where a source type is chosen: a ``SourceSpec`` and a window -> the source that reads them.
+
+A new source type is a module in ``sources/`` and one entry in ``OPENERS``; the connections it
+needs come through ``Connections`` (Airflow's, in a task), never from Airflow directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from walkme_heap.connections import ConnectionNotDefined, Connections, UnusableConnection
+from walkme_heap.sources.base import Source, SourceError
+from walkme_heap.sources.csv_files import CsvSource
+from walkme_heap.sources.files import FileSource
+from walkme_heap.sources.jsonl_files import JsonLinesSource
+from walkme_heap.sources.spec import SourceSpec
+from walkme_heap.sources.sql import SqlSource, table_query
+from walkme_heap.window import Window
+
+
+def _files(
+    cls: type[FileSource], spec: SourceSpec, window: Window, connections: Connections, **kw: Any
+) -> Source:
+    return cls(
+        spec.path or "",
+        window,
+        chunk_rows=spec.chunk_rows,
+        on_missing=spec.on_missing,
+        fs_factory=connections.filesystem(spec.conn_id),
+        **kw,
+    )
+
+
+def _csv(spec: SourceSpec, window: Window, connections: Connections) -> Source:
+    return _files(CsvSource, spec, window, connections, delimiter=spec.delimiter)
+
+
+def _jsonl(spec: SourceSpec, window: Window, connections: Connections) -> Source:
+    return _files(JsonLinesSource, spec, window, connections)
+
+
+def _sql(spec: SourceSpec, window: Window, connections: Connections) -> Source:
+    try:
+        sql = connections.sql(spec.conn_id or "")
+    except (ConnectionNotDefined, UnusableConnection) as exc:
+        raise SourceError(str(exc)) from None
+    if spec.table:
+        query = table_query(spec.table, spec.time_column or "", spec.order_by)
+        label = f"{spec.conn_id}:{spec.table}"
+    else:
+        query = Path(spec.query_file or "").read_text(encoding="utf-8")
+        label = f"{spec.conn_id}:{Path(spec.query_file or '').name}"
+    return SqlSource(
+        sql.connect,
+        sql.placeholder,
+        window,
+        query=query,
+        time_type=spec.time_type,
+        payload_column=spec.payload_column,
+        chunk_rows=spec.chunk_rows,
+        label=label,
+    )
+
+
+OPENERS: dict[str, Callable[[SourceSpec, Window, Connections], Source]] = {
+    "csv": _csv,
+    "jsonl": _jsonl,
+    "sql": _sql,
+}
+SOURCE_TYPES = tuple(OPENERS)
+
+
+def open_source(spec: SourceSpec, window: Window, connections: Connections) -> Source:
+    """The source of ``spec`` for one window; raises SourceError when it cannot be opened."""
+    opener = OPENERS.get(spec.type)
+    if opener is None:
+        raise SourceError(f"source type must be one of {', '.join(SOURCE_TYPES)}, got {spec.type!r}")
+    return opener(spec, window, connections)

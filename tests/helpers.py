@@ -1,0 +1,210 @@
+"""What several test modules share: the test day's export, the emulator's state, PostgreSQL, the
+ledger's records, a fake clock. Fixtures live in conftest.py; nothing here starts anything."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devtools.sample_warehouse import created_ms
+from walkme_heap.dedupe import SeenKeys
+from walkme_heap.delivery.sender import RetryPolicy
+from walkme_heap.emulator import HeapEmulator
+from walkme_heap.ledger import Ledger
+from walkme_heap.ledger import budget as budget_store
+from walkme_heap.ledger import runs as runs_store
+from walkme_heap.mapping.columns import bind_columns
+from walkme_heap.mapping.keys import key_hashes
+from walkme_heap.mapping.mapper import Mapper
+from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
+from walkme_heap.sources.csv_files import CsvSource
+from walkme_heap.window import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+# -- the test day: a CSV export of webhook payloads ----------------------------------------------------
+DAY = Window(datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 11, tzinfo=UTC))
+SPEC = MappingSpec(event_name=EventNameSpec(event_type="complete"))
+HEADER = ["wm.euId", "created_at", "type", "oType", "oId", "sId", "ctx.title"]
+FAST_RETRIES = RetryPolicy(base_seconds=0.02, max_backoff_seconds=0.2, max_seconds=20)
+
+
+def write_day(
+    path: Path, count: int, *, first: int = 0, invalid: int = 6, start_ms: int = DAY.start_ms
+) -> Path:
+    """``count`` valid rows over 40 identities (one heavy), plus ``invalid`` bad rows."""
+    new = not path.exists()
+    with path.open("a", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(HEADER)
+        for n in range(first, first + count):
+            identity = "heavy-user" if n % 4 == 0 else f"user-{n % 39:02d}"
+            when = start_ms + n * 97_000 % 86_400_000
+            writer.writerow([identity, when, "play", "wt", str(1000 + n % 7), f"s-{n}", f"Page {n} ü"])
+        for n in range(invalid if new else 0):
+            writer.writerow(["null" if n % 2 else "", start_ms + n, "play", "wt", "1", "s", "t"])
+    return path
+
+
+def expected_keys(path: Path, window: Window = DAY) -> set[str]:
+    """The keys of every valid event of an export, mapped outside any replay."""
+    source = CsvSource(str(path), window)
+    mapper = Mapper(SPEC, bind_columns(SPEC, source.headers(str(path)), "x"))
+    return {
+        e["idempotency_key"]
+        for c in source.chunks(str(path))
+        for e in mapper.map_chunk(c.frame, window.start_ms, window.end_ms).events
+    }
+
+
+# -- the emulator ---------------------------------------------------------------------------------------
+GOOD_EVENT = {  # an event every rule of the contract accepts
+    "identity": "u1",
+    "event": "E",
+    "timestamp": "2024-03-10T00:00:00.000+00:00",
+    "idempotency_key": "wmh1-0123456789abcdef",
+    "properties": {"a": "b", "n": 1.5},
+}
+
+
+def received(emulator: HeapEmulator) -> list[dict]:
+    with emulator.state.lock:
+        return [dict(e) for e in emulator.state.events]
+
+
+def configure(emulator: HeapEmulator, **changes: object) -> None:
+    response = requests.post(f"{emulator.url}/_emulator/config", json=changes, timeout=5)
+    assert response.status_code == 200, response.text
+
+
+def stats(emulator: HeapEmulator) -> dict:
+    return requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()
+
+
+def identity_events(identity: str, count: int, start: int = 0) -> list[dict]:
+    """``count`` minimal events of one identity, keyed in order (pacing and sending tests)."""
+    return [
+        {"identity": identity, "event": "E", "idempotency_key": f"k-{identity}-{start + i:06d}"}
+        for i in range(count)
+    ]
+
+
+class OthersUsage:
+    """What other runs sent into the app recently, as a ledger would answer (set ``sent``), and
+    every window length it was asked for."""
+
+    def __init__(self, sent: int) -> None:
+        self.sent = sent
+        self.asked: list[float] = []
+
+    def __call__(self, seconds: float) -> int:
+        self.asked.append(seconds)
+        return self.sent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeClock:
+    """One made-up time for everything a test drives: ``monotonic`` (also the clock called as a
+    function) and ``time`` advance together, and only by ``sleep``, so waits take no real time and
+    durations are exact. ``sleeps`` lists every wait."""
+
+    def __init__(self, start: float = 1000.0, epoch: float = 1_700_000_000.0) -> None:
+        self._now = start
+        self._epoch = epoch - start
+        self._lock = threading.Lock()
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.monotonic()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._now
+
+    def time(self) -> float:
+        with self._lock:
+            return self._epoch + self._now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+            self.sleeps.append(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Time passes without anyone waiting (another process's work)."""
+        with self._lock:
+            self._now += seconds
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------------
+def postgres_connection() -> Any:
+    """A psycopg connection to the local server; skip without one, unless CI requires it."""
+    import psycopg
+
+    try:
+        return psycopg.connect(PG_DSN, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL must be reachable under CI=true: {exc}")
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
+
+
+def postgres_ledger() -> Ledger:
+    """A ledger in the local PostgreSQL (skips without a server, unless CI requires it)."""
+    import psycopg
+
+    postgres_connection().close()
+    return Ledger(lambda: psycopg.connect(PG_DSN), "%s")
+
+
+def load_postgres(rows: list[dict[str, Any]], table: str) -> None:
+    """A timestamptz time column and a JSONB payload, loaded with COPY."""
+    with postgres_connection() as db, db.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, created_at TIMESTAMPTZ, payload JSONB)")
+        with cur.copy(f"COPY {table} (created_at, payload) FROM STDIN") as copy:
+            for r in rows:
+                ms = created_ms(r)
+                when = datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
+                copy.write_row((when, json.dumps(r, ensure_ascii=False)))
+
+
+# -- what the product keeps, read the way a test wants it -----------------------------------------------
+def run_records(ledger: Ledger, pipeline: str) -> list[dict[str, Any]]:
+    """A pipeline's run records, newest first."""
+    return ledger.database.fetch_records(
+        f"SELECT * FROM {runs_store.TABLE.name} WHERE pipeline = ? ORDER BY id DESC", [pipeline]
+    )
+
+
+def budget_used(ledger: Ledger, app_id: str, window: float, now: float) -> int:
+    """Events the app's reservations count against it at ``now``."""
+    rows = ledger.database.fetch(
+        f"SELECT stamp_epoch, events FROM {budget_store.TABLE.name} WHERE app_id = ?", [app_id]
+    )
+    return sum(int(n) for t, n in rows if float(t) > now - window)
+
+
+def first_occurrences(seen: SeenKeys, keys: list[str]) -> list[bool]:
+    return seen.first_occurrences(key_hashes(keys)).tolist()
+
+
+def dead_letters(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -1,0 +1,153 @@
+"""The replay task's failure policy, called as Airflow calls ``execute``: what a retry cannot fix
+fails the task at once (``AirflowFailException``: no Airflow retry) with a message that names the
+pipeline and the problem; what may succeed later (a day's file not there yet, Heap not answering)
+is raised as itself, so Airflow retries it, and the retry resumes from the ledger."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from tests.helpers import DATA, configure, dead_letters, received, run_records, stats
+from walkme_heap.emulator import HeapEmulator
+from walkme_heap.home import default_home
+from walkme_heap.ledger import Ledger
+from walkme_heap.operators.replay import WalkMeToHeapOperator
+from walkme_heap.replay import DeliveryError
+from walkme_heap.sources.base import SourceMissingError
+
+DAY_FILE = str(DATA / "e2e" / "walkme_webhooks_{date:%Y-%m-%d}.csv")
+MAPPING = {"event_name": {"event_type": "complete"}, "properties": {"exclude": ["oType"]}}
+
+
+def context(**params: Any) -> dict[str, Any]:
+    return {
+        "params": params,
+        "data_interval_start": datetime(2024, 3, 10, tzinfo=UTC),
+        "data_interval_end": datetime(2024, 3, 11, tzinfo=UTC),
+        "run_id": "manual__test",
+    }
+
+
+def operator(**arguments: Any) -> WalkMeToHeapOperator:
+    settings = {"source": {"path": DAY_FILE}, "mapping": MAPPING, "max_invalid_ratio": 0.5, **arguments}
+    return WalkMeToHeapOperator(task_id="replay", pipeline="p", **settings)
+
+
+def ledger() -> Ledger:
+    return Ledger.sqlite(str(default_home() / "ledger.db"))
+
+
+def test_too_many_invalid_rows_fail_without_retry_after_sending_every_valid_event(
+    heap_connection: HeapEmulator,
+) -> None:
+    """The day's file has 2 invalid rows of 10: over the default max_invalid_ratio of 10%."""
+    task = operator(max_invalid_ratio=0.1)
+    with pytest.raises(
+        AirflowFailException,
+        match=r"pipeline 'p': 2 of 10 rows \(20.0%\) were invalid or rejected, over max_invalid_ratio "
+        r"10.0%; every valid event was sent. Dead letters: .*/p/2024-03-10.jsonl",
+    ):
+        task.execute(context())
+    assert len(received(heap_connection)) == 5
+    (record,) = run_records(ledger(), "p")
+    assert (record["status"], record["sent"], record["invalid"]) == ("failed", 5, 2)
+    assert "over max_invalid_ratio 10.0%" in record["message"]
+    letters = dead_letters(Path(record["dead_letters"]))  # kept: they are why the task failed
+    assert sorted(d["reason"] for d in letters) == ["missing_identity", "unparsable_time"]
+
+
+def test_the_same_day_within_the_ratio_succeeds(heap_connection: HeapEmulator) -> None:
+    summary = operator().execute(context())
+    assert (summary["read"], summary["sent"], summary["invalid"]) == (10, 5, 2)
+
+
+def test_a_missing_day_file_is_retried(heap_connection: HeapEmulator) -> None:
+    """The file may still arrive: not an AirflowFailException, so Airflow retries."""
+    with pytest.raises(
+        SourceMissingError, match=r"pipeline 'p': no file for 2024-03-12 at .*2024-03-12"
+    ) as info:
+        operator().execute(
+            {
+                **context(),
+                "data_interval_start": datetime(2024, 3, 12, tzinfo=UTC),
+                "data_interval_end": datetime(2024, 3, 13, tzinfo=UTC),
+            }
+        )
+    assert not isinstance(info.value, AirflowFailException)
+    assert stats(heap_connection).get("requests", 0) == 0
+
+
+def test_missing_columns_fail_without_retry_and_nothing_is_sent(heap_connection: HeapEmulator) -> None:
+    task = operator(mapping={"columns": {"identity": "Customer Key"}})
+    with pytest.raises(
+        AirflowFailException,
+        match=r"pipeline 'p': .* missing required columns: identity \(looked for Customer Key\); "
+        "nothing was sent",
+    ):
+        task.execute(context())
+    assert stats(heap_connection).get("requests", 0) == 0
+
+
+def test_heap_not_acknowledging_is_retried_and_resumes(
+    heap_connection: HeapEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HEAP_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "heap",
+                "host": heap_connection.url,
+                "login": "test-app",
+                "extra": {"retry_max_seconds": 1, "max_batch_events": 2},
+            }
+        ),
+    )
+    configure(heap_connection, burst_5xx=10_000)
+    with pytest.raises(DeliveryError, match="pipeline 'p': a batch of 2 events was not acknowledged") as info:
+        operator().execute(context())
+    assert not isinstance(info.value, AirflowFailException)
+    assert info.value.summary.sent == 0 and info.value.summary.unsent == 5
+    assert run_records(ledger(), "p")[0]["status"] == "failed"
+    configure(heap_connection, burst_5xx=0)
+    summary = operator().execute(context())  # Airflow's retry
+    assert (summary["sent"], summary["batches"]) == (5, 3)  # the connection's 2 events a request
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"params": {"start": "2024-03-12", "end": "2024-03-10"}}, "pipeline 'p': window end 2024-03-10"),
+        (
+            {
+                "source": {
+                    "type": "sql",
+                    "conn_id": "nowhere",
+                    "table": "t",
+                    "time_column": "c",
+                    "time_type": "epoch_ms",
+                }
+            },
+            r"pipeline 'p': connection 'nowhere' is not defined; nothing was sent",
+        ),
+        (
+            {"source": {"path": DAY_FILE, "chunk_rows": 0}},
+            "pipeline 'p': key 'source.chunk_rows' must be at least 1",
+        ),
+        ({"shard": 4, "shards": 4}, "pipeline 'p': shard index 4 is not in 0..3"),
+        ({"ledger_conn_id": "files"}, "ledger connection 'files' is not a SQL connection"),
+    ],
+)
+def test_configuration_problems_fail_without_retry_before_anything_is_sent(
+    heap_connection: HeapEmulator, monkeypatch: pytest.MonkeyPatch, changes: dict, message: str
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_FILES", json.dumps({"conn_type": "fs"}))
+    params = changes.pop("params", {})
+    with pytest.raises(AirflowFailException, match=message):
+        operator(**changes).execute(context(**params))
+    assert stats(heap_connection).get("requests", 0) == 0

@@ -1,0 +1,43 @@
+"""A sharded day's summary task: it fails when a shard's summary is missing or the counts do not
+add up, without Airflow retries (a retry would find the same summaries)."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from tests.helpers import DAY
+from walkme_heap.operators.summary import ReplaySummaryOperator
+from walkme_heap.summary import ReplaySummary
+
+
+def _shard(index: int, read: int, sent: int, invalid: int = 0) -> dict:
+    summary = ReplaySummary("p", DAY.as_dict(), read=read, sent=sent, shard=f"{index}/3")
+    if invalid:
+        summary.invalid["missing_identity"] = invalid
+    return summary.as_dict()
+
+
+def _summarise(summaries: list) -> dict:
+    return ReplaySummaryOperator(task_id="summary", pipeline="p", summaries=summaries, shards=3).execute({})
+
+
+def test_the_day_is_the_sum_of_its_shards() -> None:
+    day = _summarise([_shard(1, 4, 4), _shard(2, 3, 2, invalid=1), _shard(3, 5, 5)])
+    assert (day["read"], day["sent"], day["invalid"], day["shard"]) == (12, 11, 1, "3 shards")
+
+
+def test_a_missing_shard_fails_the_day() -> None:
+    with pytest.raises(AirflowFailException, match="pipeline 'p': 2 of 3 shard summaries arrived"):
+        _summarise([_shard(1, 4, 4), None, _shard(3, 5, 5)])
+
+
+def test_counts_that_do_not_add_up_fail_the_day() -> None:
+    with pytest.raises(AirflowFailException, match="do not reconcile: 2 rows unaccounted"):
+        _summarise([_shard(1, 4, 4), _shard(2, 5, 3), _shard(3, 5, 5)])
+
+
+def test_summaries_of_another_window_fail_the_day() -> None:
+    other = {**_shard(3, 5, 5), "window": {"start": "2024-03-11T00:00:00+00:00", "end": "x"}}
+    with pytest.raises(AirflowFailException, match="different pipelines or windows cannot be combined"):
+        _summarise([_shard(1, 4, 4), _shard(2, 3, 3), other])
