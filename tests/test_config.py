@@ -47,6 +47,16 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert (pipeline.shards, pipeline.retry_delay_seconds) == (1, 120)
 
 
+def test_a_templated_path_is_located_once_rendered(tmp_path: Path) -> None:
+    """It may render to an absolute path or a URL: the configuration's folder is kept beside it."""
+    text = BASE.replace("data/{date:%Y-%m-%d}.csv", '"{{ var.value.landing }}/{date:%Y-%m-%d}.csv"')
+    (pipeline,) = load_pipelines(write(tmp_path, text))
+    assert pipeline.source.path == "{{ var.value.landing }}/{date:%Y-%m-%d}.csv"
+    assert pipeline.source.base_dir == str(tmp_path)
+    assert pipeline.source.located("s3://landing/x.csv") == "s3://landing/x.csv"
+    assert pipeline.source.located("landing/x.csv") == str(tmp_path / "landing/x.csv")
+
+
 def test_environment_variable_selects_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WALKME_HEAP_CONFIG", str(write(tmp_path, BASE)))
     assert [p.name for p in load_pipelines()] == ["p1"]

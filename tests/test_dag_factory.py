@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,24 @@ def test_the_demo_runs_and_proves_no_duplicate(airflow_db: Path) -> None:
     assert "rows read          497" in result.stdout
     assert "events sent        0" in result.stdout  # the second run: the ledger knew everything
     assert "after run 1: 481, after run 2: 481 -> no duplicate in Heap" in result.stdout
+
+
+def _rendered(task: WalkMeToHeapOperator, day: str) -> WalkMeToHeapOperator:
+    """The task as a run of ``day`` sees it once Airflow rendered its templates."""
+    copy = task.prepare_for_execution()
+    copy.render_template_fields({"data_interval_start": datetime.fromisoformat(day)})
+    return copy
+
+
+def test_rendering_a_run_leaves_the_parsed_dag_as_it_was() -> None:
+    """Runs of two days from one parse (a worker reusing it, dag.test, mapped shards sharing their
+    partial arguments) each get their own path; the DAG's spec keeps its template."""
+    dags = build_dags(DATA / "e2e" / "pipelines.yaml")
+    task = dags["walkme_to_heap_e2e_templated"].get_task("replay")
+    mapped = dags["walkme_to_heap_e2e_templated_sharded"].get_task("replay")
+    template = "walkme_webhooks_{{ data_interval_start.strftime('%Y-%m-%d') }}.csv"
+    for day in ("2024-03-10", "2024-03-11"):
+        for operator in (task, mapped.unmap({"shard": 1})):
+            source = _rendered(operator, day).source
+            assert source.located(source.path) == str(DATA / "e2e" / f"walkme_webhooks_{day}.csv")
+    assert task.source.path == template and mapped.partial_kwargs["source"].path == template

@@ -32,7 +32,7 @@ from tests.helpers import (
 )
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
-from walkme_heap.delivery.sender import RetryPolicy
+from walkme_heap.delivery.sender import RetriesExhausted, RetryPolicy
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.ledger import Ledger
 from walkme_heap.replay import DeliveryError, ReplayOptions, replay
@@ -173,6 +173,7 @@ def test_exhausted_retries_fail_and_the_next_run_sends_only_the_rest(
     with pytest.raises(DeliveryError, match="not acknowledged") as info:
         run(emulator, ledger, day, tmp_path, pipeline, retry=RetryPolicy(base_seconds=0.01, max_seconds=0.3))
     assert info.value.summary.sent == 0 and info.value.summary.unsent > 0
+    assert isinstance(info.value.__cause__, RetriesExhausted)  # what Heap did, for a caller to tell
     assert not (tmp_path / "dead" / pipeline / f"{DAY.label}.jsonl").exists()  # kept only on success
     assert run_records(ledger, pipeline)[0]["status"] == "failed"
     configure(emulator, burst_5xx=0)

@@ -139,6 +139,19 @@ def test_each_pipelines_own_ledger_is_read(
     assert "connection &#x27;team_ledger&#x27;" in page and '<tr id="day-team-2024-03-10">' in page
 
 
+def test_two_connections_that_are_not_defined_are_one_ledger(
+    report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both fall back to the embedded SQLite file: it is read once, its events counted once."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(_team_config(tmp_path, "not_defined_either")))
+    data = TestClient(create_app()).get("/api/days").json()
+    assert len(data["ledgers"]) == 1
+    assert [(d["pipeline"], d["events"]) for d in data["sent_per_day"]] == [("e2e", 5), ("e2e_sharded", 5)]
+
+
 def test_a_ledger_that_cannot_be_read_is_an_error_not_an_empty_report(
     report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,6 +180,14 @@ def test_a_ledger_that_cannot_be_read_is_an_error_not_an_empty_report(
         "the ledger (connection 'team_ledger') cannot be read: file is not a database"
         in response.json()["error"]
     )
+
+    def cannot_open(conn_id: str, connections: object) -> None:
+        raise RuntimeError(f"no driver for {conn_id}")
+
+    monkeypatch.setattr("walkme_heap.report.open_ledger", cannot_open)
+    response = client.get("/api/days")
+    assert response.status_code == 503
+    assert response.json() == {"error": "a ledger cannot be opened: no driver for team_ledger"}
 
 
 def test_without_the_pipelines_file_the_page_says_which_ledger_it_shows(

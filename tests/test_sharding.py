@@ -70,7 +70,7 @@ def _rows_per_shard(path: Path, count: int) -> list[int]:
 
 def test_shards_add_up_to_the_unsharded_day(tmp_path: Path) -> None:
     """Three shards send every valid event once; their summaries add up to one unsharded run's."""
-    day_file = _malformed_day(tmp_path / "day.day_file")
+    day_file = _malformed_day(tmp_path / "day.csv")
     whole = _replay(day_file, None, ReplayOptions(dry_run=True))
     emulator = HeapEmulator(settings=EmulatorSettings(app_limit=None, identity_limit=None)).start()
     ledger = Ledger.sqlite(str(tmp_path / "ledger.db"))
@@ -103,7 +103,7 @@ def test_shards_add_up_to_the_unsharded_day(tmp_path: Path) -> None:
 
 def test_a_day_resharded_sends_nothing_again(tmp_path: Path) -> None:
     """The ledger is per day, not per shard: 2 shards after an unsharded run find all sent."""
-    day_file = write_day(tmp_path / "day.day_file", 400)
+    day_file = write_day(tmp_path / "day.csv", 400)
     emulator = HeapEmulator(settings=EmulatorSettings(app_limit=None, identity_limit=None)).start()
     ledger = Ledger.sqlite(str(tmp_path / "ledger.db"))
     try:

@@ -21,7 +21,7 @@ from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
 from walkme_heap.sharding import MAX_SHARDS
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
 from walkme_heap.sources.factory import SOURCE_TYPES
-from walkme_heap.sources.spec import SourceSpec
+from walkme_heap.sources.spec import SourceSpec, located
 from walkme_heap.sources.sql import TIME_TYPES
 
 CONFIG_ENV = "WALKME_HEAP_CONFIG"
@@ -146,7 +146,9 @@ def _when(section: _Section, name: str, required: bool) -> datetime | None:
 
 
 def _resolve(path: str, base_dir: Path) -> str:
-    return path if "://" in path or Path(path).is_absolute() else str(base_dir / path)
+    """Relative paths are relative to the configuration's folder; one that holds an Airflow template
+    is resolved once rendered (it may render to an absolute path or a URL)."""
+    return path if "{{" in path else located(path, base_dir)
 
 
 def _source(section: _Section, base_dir: Path) -> SourceSpec:
@@ -154,7 +156,12 @@ def _source(section: _Section, base_dir: Path) -> SourceSpec:
     chunk_rows = section.get("chunk_rows", int, DEFAULT_CHUNK_ROWS)
     if chunk_rows < 1:
         raise section.fail("chunk_rows", "must be at least 1")
-    common = {"type": kind, "chunk_rows": chunk_rows, "conn_id": section.get("conn_id", str)}
+    common = {
+        "type": kind,
+        "chunk_rows": chunk_rows,
+        "conn_id": section.get("conn_id", str),
+        "base_dir": str(base_dir),
+    }
     if kind in ("csv", "jsonl"):
         spec = SourceSpec(
             **common,
@@ -249,7 +256,7 @@ def _mapping(section: _Section) -> MappingSpec:
 
 def _dead_letters(section: _Section, base_dir: Path) -> str | None:
     location = section.get("dead_letters", str)
-    return _resolve(location, base_dir) if location else None
+    return located(location, base_dir) if location else None
 
 
 def _ratio(section: _Section, name: str, default: float) -> float:

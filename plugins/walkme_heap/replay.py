@@ -117,7 +117,7 @@ class _Run:
         self.progress = Progress(
             self.summary,
             pending=lambda: self.outbox.pending,
-            fraction=source.progress,
+            fraction=getattr(source, "progress", lambda: None),  # a source may not know
             every=options.progress_seconds,
             clock=options.clock,
         )
@@ -167,8 +167,8 @@ class _Run:
             self._chunk(chunk, mapper)
         try:
             self.outbox.finish()
-        except Undelivered as exc:
-            raise DeliveryError(str(exc), summary) from exc
+        except Undelivered as exc:  # caused by RetriesExhausted or HeapRefused
+            raise DeliveryError(str(exc), summary) from exc.__cause__
         self.progress.log()
         summary.invalid = +summary.invalid
         summary.skipped = +summary.skipped
@@ -210,7 +210,7 @@ class _Run:
         try:
             self.outbox.put(new.events)
         except Undelivered as exc:
-            raise DeliveryError(str(exc), self.summary) from exc
+            raise DeliveryError(str(exc), self.summary) from exc.__cause__
 
 
 def replay(

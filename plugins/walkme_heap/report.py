@@ -43,15 +43,24 @@ def open_ledgers(connections: Connections) -> tuple[list[Ledger], list[str]]:
             f"The pipelines file ({config_path()}) could not be read, so only the ledger of "
             f"connection '{DEFAULT_LEDGER_CONN_ID}' is shown: {exc}"
         )
-    ledgers: list[Ledger] = []
+    ledgers: dict[str, Ledger] = {}  # by location: undefined connections share the embedded file
     try:
         for conn_id in conn_ids:
-            ledgers.append(open_ledger(conn_id, connections))
-    except UnusableConnection as exc:
-        for ledger in ledgers:
+            ledger = open_ledger(conn_id, connections)
+            if ledger.location in ledgers:
+                ledger.close()
+            else:
+                ledgers[ledger.location] = ledger
+    except Exception as exc:
+        for ledger in ledgers.values():
             ledger.close()
-        raise ReportUnavailable(f"the ledger {exc}") from None
-    return ledgers, notices
+        problem = (
+            f"the ledger {exc}"
+            if isinstance(exc, UnusableConnection)
+            else f"a ledger cannot be opened: {exc}"
+        )
+        raise ReportUnavailable(problem) from None
+    return list(ledgers.values()), notices
 
 
 def report_data(ledgers: Sequence[Ledger], pipeline: str | None = None) -> dict[str, Any]:

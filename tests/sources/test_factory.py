@@ -33,7 +33,11 @@ class Connections:
 
     def filesystem(self, conn_id: str | None) -> FsFactory | None:
         self.filesystems.append(conn_id)
-        return None
+        return self.factory
+
+    @staticmethod
+    def factory(url: str) -> tuple[Any, str]:
+        raise AssertionError("not opened in these tests")
 
 
 def test_the_types_are_csv_jsonl_and_sql() -> None:
@@ -47,6 +51,7 @@ def test_file_sources_get_their_connections_filesystem(kind: str, cls: type, tmp
     source: Any = open_source(spec, DAY, connections)
     assert isinstance(source, cls) and source.chunk_rows == 7
     assert source.template == spec.path and connections.filesystems == ["s3_conn"]
+    assert source.fs_factory is Connections.factory  # the connection's credentials are used
 
 
 def test_a_sql_table_source_uses_the_connection_and_binds_the_window() -> None:
@@ -84,10 +89,9 @@ def test_an_unknown_type_is_a_source_error() -> None:
         open_source(SourceSpec(type="xml", path="x"), DAY, Connections())
 
 
-def test_a_spec_is_shown_and_stored_as_its_settings() -> None:
-    """What Airflow serialises and shows in the UI (template fields use ``serialize``)."""
+def test_a_spec_is_logged_as_its_settings() -> None:
     spec = SourceSpec(type="sql", conn_id="wh", table="t", time_column="c", order_by=("c", "id"))
-    assert spec.serialize() == {
+    assert spec.settings() == {
         "type": "sql",
         "conn_id": "wh",
         "on_missing": "fail",
@@ -98,3 +102,22 @@ def test_a_spec_is_shown_and_stored_as_its_settings() -> None:
         "time_type": "timestamptz",
         "order_by": ["c", "id"],
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "opened"),
+    [
+        ("exports/{date:%Y-%m-%d}.csv", "/cfg/exports/{date:%Y-%m-%d}.csv"),  # relative: under base_dir
+        ("/data/{date:%Y-%m-%d}.csv", "/data/{date:%Y-%m-%d}.csv"),
+        ("s3://bucket/{date:%Y-%m-%d}.csv", "s3://bucket/{date:%Y-%m-%d}.csv"),
+    ],
+)
+def test_a_path_is_opened_under_the_configurations_folder_unless_absolute(path: str, opened: str) -> None:
+    """What a templated path renders to is only known at run time: it is located then."""
+    source: Any = open_source(SourceSpec(type="csv", path=path, base_dir="/cfg"), DAY, Connections())
+    assert source.template == opened
+
+
+def test_an_empty_path_is_a_source_error() -> None:
+    with pytest.raises(SourceError, match="the source's path is empty"):
+        open_source(SourceSpec(type="csv", path="", base_dir="/cfg"), DAY, Connections())

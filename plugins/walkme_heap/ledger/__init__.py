@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from walkme_heap.connections import ConnectionNotDefined, Connections
@@ -33,7 +34,8 @@ class Ledger:
     """The three stores over one DB-API connection (``connect``, the driver's placeholder).
 
     ``clock`` is the wall clock the stores stamp with (PostgreSQL's budget uses the database's).
-    ``description`` says which database this is, for logs and the report.
+    ``description`` says which database this is, for logs and the report; ``location`` tells two
+    ledgers apart (a connection id, or a SQLite file's path).
     """
 
     def __init__(
@@ -43,12 +45,14 @@ class Ledger:
         *,
         clock: Callable[[], float] = time.time,
         description: str = "",
+        location: str = "",
     ) -> None:
         self.database = LedgerDatabase(connect, placeholder, TABLES)
         self.acks = Acknowledgements(self.database, clock)
         self.runs = RunRecords(self.database, clock)
         self.budget = Reservations(self.database, clock)
         self.description = description
+        self.location = location or description
 
     @classmethod
     def sqlite(cls, path: str, *, clock: Callable[[], float] = time.time, description: str = "") -> Ledger:
@@ -58,6 +62,7 @@ class Ledger:
             "?",
             clock=clock,
             description=description or f"SQLite file {path}",
+            location=f"sqlite:{Path(path).resolve()}",
         )
 
     def close(self) -> None:
@@ -77,4 +82,4 @@ def open_ledger(conn_id: str, connections: Connections) -> Ledger:
         return Ledger.sqlite(
             str(path), description=f"SQLite file {path} (connection '{conn_id}' is not defined)"
         )
-    return Ledger(sql.connect, sql.placeholder, description=f"connection '{conn_id}'")
+    return Ledger(sql.connect, sql.placeholder, description=f"connection '{conn_id}'", location=conn_id)

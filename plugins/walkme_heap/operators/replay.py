@@ -164,12 +164,12 @@ class WalkMeToHeapOperator(BaseOperator):
         except UnusableConnection as exc:
             raise AirflowFailException(f"ledger {exc}") from None
 
-    def _dead_letters(self, window: Window, shard: Shard | None) -> DeadLetters:
+    def _dead_letters(
+        self, window: Window, shard: Shard | None, connections: AirflowConnections
+    ) -> DeadLetters:
         label = f"{window.label}.{shard.label}" if shard else window.label
         location = self.dead_letters or default_dead_letters()
-        return DeadLetters(
-            location, self.pipeline, label, AirflowConnections().filesystem(self.dead_letters_conn_id)
-        )
+        return DeadLetters(location, self.pipeline, label, connections.filesystem(self.dead_letters_conn_id))
 
     def execute(self, context: Context) -> dict[str, Any]:
         window, source_spec, mapping, options = self._request(context, f"pipeline '{self.pipeline}'")
@@ -177,17 +177,18 @@ class WalkMeToHeapOperator(BaseOperator):
         where = f"pipeline '{self.pipeline}'" + (f" {shard.label}" if shard else "")
         if shard is not None:
             context["shard_label"] = f"shard {shard.index + 1} of {shard.count}"  # type: ignore[typeddict-unknown-key]
+        self.log.info("%s: source %s", where, source_spec.settings())
         connections = AirflowConnections()
         try:
             source = open_source(source_spec, window, connections)
         except SourceError as exc:
             raise AirflowFailException(f"{where}: {exc}; nothing was sent") from None
-        client = None
-        if not options.dry_run:
-            client, options = self._heap(options)
         ledger = self._ledger(connections)
-        dead_letters = None if options.dry_run else self._dead_letters(window, shard)
+        client = None
         try:
+            if not options.dry_run:
+                client, options = self._heap(options)
+            dead_letters = None if options.dry_run else self._dead_letters(window, shard, connections)
             summary = replay(
                 self.pipeline,
                 source,

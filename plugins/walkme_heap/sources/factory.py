@@ -23,8 +23,11 @@ from walkme_heap.window import Window
 def _files(
     cls: type[FileSource], spec: SourceSpec, window: Window, connections: Connections, **kw: Any
 ) -> Source:
+    path = spec.located(spec.path)
+    if not path:
+        raise SourceError("the source's path is empty (check what its template renders to)")
     return cls(
-        spec.path or "",
+        path,
         window,
         chunk_rows=spec.chunk_rows,
         on_missing=spec.on_missing,
@@ -50,8 +53,12 @@ def _sql(spec: SourceSpec, window: Window, connections: Connections) -> Source:
         query = table_query(spec.table, spec.time_column or "", spec.order_by)
         label = f"{spec.conn_id}:{spec.table}"
     else:
-        query = Path(spec.query_file or "").read_text(encoding="utf-8")
-        label = f"{spec.conn_id}:{Path(spec.query_file or '').name}"
+        query_file = Path(spec.located(spec.query_file) or "")
+        try:
+            query = query_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SourceError(f"the query file {query_file} cannot be read: {exc}") from None
+        label = f"{spec.conn_id}:{query_file.name}"
     return SqlSource(
         sql.connect,
         sql.placeholder,

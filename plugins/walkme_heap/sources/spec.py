@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
 
 
-@dataclass
-class SourceSpec:
+class SourceSpec(NamedTuple):
     """Files (csv, jsonl) or a SQL connection (sql).
 
-    Its text settings are Airflow template fields (``template_fields``): the operator renders them
-    in place before a run, e.g. a ``path`` holding ``{{ ds }}``. ``serialize`` is what Airflow stores
-    and shows of it (the DAG's serialised form, the task's rendered fields).
+    A tuple on purpose: it is an Airflow template field of the replay operator, and Airflow renders
+    a tuple into a new one, so a task's rendering never changes the parsed DAG's spec (mapped shards
+    and later runs of the same parse share it). Relative paths that hold a template are resolved
+    against ``base_dir`` once rendered (``located``); the others were resolved when parsed.
     """
 
     type: str  # "csv", "jsonl" or "sql"
@@ -29,9 +29,16 @@ class SourceSpec:
     time_type: str = "timestamptz"  # sql: timestamptz, timestamp (naive UTC), epoch_ms, epoch_s
     order_by: tuple[str, ...] = ()  # sql table: deterministic order (default: time column)
     payload_column: str | None = None  # sql: a JSON column holding the raw webhook payload
+    base_dir: str | None = None  # what relative paths are relative to (the configuration's folder)
 
-    template_fields = ("path", "conn_id", "table", "query_file", "time_column", "payload_column")
+    def located(self, path: str | None) -> str | None:
+        """A path as the source opens it: URLs and absolute paths as they are, else under ``base_dir``."""
+        return located(path, Path(self.base_dir)) if path and self.base_dir else path
 
-    def serialize(self) -> dict[str, Any]:
-        """The settings that are set, as plain values."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
+    def settings(self) -> dict[str, Any]:
+        """The settings that are set, as plain values (for logs)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items() if v is not None}
+
+
+def located(path: str, base_dir: Path) -> str:
+    return path if "://" in path or Path(path).is_absolute() else str(base_dir / path)
