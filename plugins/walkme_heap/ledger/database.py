@@ -71,18 +71,24 @@ class LedgerDatabase:
         self.placeholder = placeholder
         self.tables = tuple(tables)
         self._connection: Any = None
+        self._dialect: Dialect | None = None
         self.lock = threading.Lock()
 
     @property
     def connection(self) -> Any:
         if self._connection is None:
             self._connection = self._connect()
+            self._dialect = dialect_of(self._connection)
             self._ensure_schema()
         return self._connection
 
     @property
     def dialect(self) -> Dialect:
-        return dialect_of(self.connection)
+        """The connection's dialect, known once it is open (asked for every insert and budget call)."""
+        if self._dialect is None:
+            _ = self.connection  # opening it tells the dialect
+        assert self._dialect is not None
+        return self._dialect
 
     def execute(self, text: str, params: Iterable[Any] = ()) -> Any:
         """Run one statement (``?`` placeholders) and return its cursor; the caller commits."""
@@ -124,7 +130,7 @@ class LedgerDatabase:
             self.execute(text, params)
 
     def _ensure_schema(self) -> None:
-        dialect = dialect_of(self._connection)
+        dialect = self.dialect
         for table in self.tables:
             self._connection.cursor().execute(table.create(dialect))
             self._connection.commit()
