@@ -45,8 +45,12 @@ class Deployment:
     def airflow(self, *args: str, check: bool = True, locked_retries: int = 0) -> str:
         """Run an Airflow CLI command. ``locked_retries``: run it again when a SQLite metadata
         database was locked by the scheduler (SQLite refuses a lock upgrade at once rather than
-        wait, and Airflow removes the partial backfill so that the command can be repeated)."""
-        for attempt in range(locked_retries + 1):
+        wait). Airflow removes the partial backfill of a locked attempt only as best it can: when
+        that removal is locked out too, the orphan (a backfill without runs) makes the next attempt
+        answer AlreadyRunningBackfill until the scheduler marks it complete, so that is waited out
+        (for 90 s after the lock at most) and is never taken for success."""
+        locked, deadline = 0, 0.0
+        while True:
             result = subprocess.run(
                 [sys.executable, "-m", "airflow", *args],
                 env=self.env,
@@ -54,10 +58,17 @@ class Deployment:
                 text=True,
                 timeout=300,
             )
-            if not (result.returncode and "database is locked" in result.stdout + result.stderr):
+            output = result.stdout + result.stderr
+            if result.returncode and "database is locked" in output and locked < locked_retries:
+                locked, deadline = locked + 1, time.monotonic() + 90
+            elif not (
+                result.returncode
+                and locked
+                and "AlreadyRunningBackfill" in output
+                and time.monotonic() < deadline
+            ):
                 break
-            if attempt < locked_retries:
-                time.sleep(3)
+            time.sleep(3)
         if check and result.returncode:
             raise AssertionError(
                 f"airflow {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
