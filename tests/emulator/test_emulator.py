@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
@@ -161,3 +162,43 @@ def test_jsonl_record(tmp_path) -> None:
 def test_only_loopback() -> None:
     with pytest.raises(ValueError, match="loopback"):
         HeapEmulator(host="0.0.0.0")
+
+
+def test_intercept_answers_every_track_request_instead_of_heap(emulator: HeapEmulator) -> None:
+    """A proxy, WAF or wrong host in between: its answer, nothing validated or recorded."""
+    body = {"app_id": "app", "events": [GOOD]}
+    location = f"{emulator.url}/_emulator/health"
+    intercept = {"status": 301, "headers": {"Location": location}, "body": "moved"}
+    requests.post(f"{emulator.url}/_emulator/config", json={"intercept": intercept}, timeout=5)
+    answer = post(emulator, body, allow_redirects=False)
+    assert (answer.status_code, answer.headers["Location"], answer.text) == (301, location, "moved")
+    assert answer.headers["Content-Type"] == "text/html"
+    assert stats(emulator)["intercepted"] == 1 and "accepted_events" not in stats(emulator)
+    bad = requests.post(f"{emulator.url}/_emulator/config", json={"intercept": {"status": "x"}}, timeout=5)
+    assert bad.status_code == 400
+    requests.post(f"{emulator.url}/_emulator/config", json={"intercept": None}, timeout=5)
+    assert post(emulator, body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("form", "pattern"),
+    [
+        ("seconds", r"^\d+$"),
+        ("date", r"^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT$"),
+        ("date-0000", r"^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d -0000$"),
+        ("date-nozone", r"^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d$"),
+        ("zero", r"^0$"),
+    ],
+)
+def test_retry_after_forms(form: str, pattern: str) -> None:
+    settings = EmulatorSettings(app_limit=1, identity_limit=None, retry_after=True, retry_after_form=form)
+    with HeapEmulator(settings=settings) as emulator:
+        assert post(emulator, {"app_id": "app", "events": [GOOD]}).status_code == 200
+        throttled = post(emulator, {"app_id": "app", "events": [GOOD]})
+    assert throttled.status_code == 429
+    assert re.match(pattern, throttled.headers["Retry-After"])
+
+
+def test_retry_after_form_is_checked(emulator: HeapEmulator) -> None:
+    bad = requests.post(f"{emulator.url}/_emulator/config", json={"retry_after_form": "soon"}, timeout=5)
+    assert bad.status_code == 400 and "retry_after_form" in bad.json()["error"]

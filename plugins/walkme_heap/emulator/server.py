@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,23 @@ log = logging.getLogger(__name__)
 DEFAULT_APP_LIMIT = 15_000
 DEFAULT_IDENTITY_LIMIT = 1_000
 HOLD_SECONDS = 120.0
+RETRY_AFTER_FORMS = {"seconds", "date", "date-0000", "date-nozone", "zero", "past"}
+
+
+def retry_after_header(wait: float, form: str, now: float) -> str:
+    """A Retry-After value meaning ``wait`` seconds, written in ``form`` (see ``retry_after_form``)."""
+    seconds = max(1, int(wait + 0.999))
+    if form == "zero":
+        return "0"
+    if form == "seconds":
+        return str(seconds)
+    when = now - 30 if form == "past" else now + seconds + 1  # dates have whole seconds: round up
+    text = formatdate(when, usegmt=True)  # "Wed, 21 Oct 2015 07:28:00 GMT"
+    if form == "date-0000":
+        return text.replace("GMT", "-0000")
+    if form == "date-nozone":
+        return text.removesuffix(" GMT")
+    return text
 
 
 @dataclass
@@ -41,7 +59,11 @@ class EmulatorSettings:
 
     app_limit: int | None = DEFAULT_APP_LIMIT  # events per 60 s per app_id; None = off
     identity_limit: int | None = DEFAULT_IDENTITY_LIMIT  # events per 60 s per identity per app
-    retry_after: bool = False  # send a Retry-After header with 429
+    retry_after: bool = False  # send a Retry-After header with 429 ...
+    # ... in this form: "seconds" (delta-seconds), "date" (an HTTP date in GMT), "date-0000" and
+    # "date-nozone" (the date forms RFC 5322 allows without a known zone), "zero", "past" (a date
+    # already gone): what a client must parse without crashing or hammering.
+    retry_after_form: str = "seconds"
     max_body_bytes: int = 5_000_000  # bodies above this get 413 (Heap documents no cap)
     error_rate: float = 0.0  # share of requests answered 500
     burst_5xx: int = 0  # the next N requests are answered 503
@@ -55,6 +77,10 @@ class EmulatorSettings:
     # Once more than this many events were accepted, a track request is processed but its answer
     # is held until the setting is cleared (or raised): a test can act at an exact point of a run.
     hold_after: int | None = None
+    # Something between the client and Heap (a proxy, a WAF, a captive portal, a wrong host) answers
+    # every track request instead of Heap: {"status": 301, "headers": {"Location": ...}, "body": "...",
+    # "content_type": "text/html"}. Nothing is validated or recorded while it is set.
+    intercept: dict[str, Any] | None = None
     store_events: bool = True  # keep accepted events for /_emulator/events
     seed: int = 0
 
@@ -63,6 +89,11 @@ class EmulatorSettings:
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown emulator settings: {sorted(unknown)}")
+        if changes.get("retry_after_form", "seconds") not in RETRY_AFTER_FORMS:
+            raise ValueError(f"retry_after_form must be one of {sorted(RETRY_AFTER_FORMS)}")
+        intercept = changes.get("intercept")
+        if intercept is not None and not isinstance(intercept.get("status"), int):
+            raise ValueError("intercept needs an integer 'status'")
         for key, value in changes.items():
             setattr(self, key, value)
 
@@ -164,10 +195,16 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("emulator: " + format, *args)
 
     # -- helpers -------------------------------------------------------------------------------
-    def _reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(payload).encode()
+    def _reply(
+        self,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -257,8 +294,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if storm:
             self._count("throttled_429")
-            headers = {"Retry-After": "1"} if settings.retry_after else None
+            headers = self._retry_after(1.0) if settings.retry_after else None
             self._reply(429, {"error": "rate limit exceeded (injected)"}, headers)
+            return
+        if settings.intercept is not None:
+            self._count("intercepted")
+            intercept = settings.intercept
+            self._reply(
+                intercept["status"],
+                intercept.get("body", ""),
+                intercept.get("headers"),
+                intercept.get("content_type", "text/html"),
+            )
             return
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if content_type != "application/json":
@@ -283,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
             wait = state.limiter.admit(app_id, identities, now)
             if wait is not None:
                 state.counts["throttled_429"] += 1
-                headers = {"Retry-After": str(max(1, int(wait + 0.999)))}
+                headers = self._retry_after(wait)
                 self._reply(
                     429,
                     {"error": "rate limit exceeded"},
@@ -304,6 +351,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, {"accepted": len(events), "new": new, "duplicates": duplicates})
         except OSError:  # a held answer whose client is gone (killed while waiting for it)
             self.close_connection = True
+
+    def _retry_after(self, wait: float) -> dict[str, str]:
+        state = self.server.state
+        return {"Retry-After": retry_after_header(wait, state.settings.retry_after_form, state.clock())}
 
     def _hold(self, accepted: int) -> None:
         """Keep the answer back while ``hold_after`` is below ``accepted`` (the caller holds the lock;
