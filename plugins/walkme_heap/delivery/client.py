@@ -1,9 +1,19 @@
-"""The Heap bulk track client: one pooled HTTP session, timeouts, HTTPS unless loopback."""
+"""The Heap bulk track client: one pooled HTTP session, timeouts, HTTPS unless loopback.
+
+Only Heap's acknowledgement counts: HTTP 200 from the track API (what Heap answers and its public
+clients require) whose body is not an HTML document (Heap documents no body: JSON, text or none).
+Redirects are never followed (a 301/302 would turn the POST into a GET that something answers 200;
+a 307/308 would re-post app id and identities to any address), and a 3xx, another 2xx or an HTML
+page (a captive portal, a proxy's login) is not an acknowledgement: each raises
+``HeapRequestError`` naming what answered and what to check.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from datetime import UTC, datetime
+import math
+import time
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -25,6 +35,7 @@ class HeapRequestError(RuntimeError):
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.attempts = 1  # how many times the request was sent before this answer (the sender counts)
 
     @property
     def retryable(self) -> bool:
@@ -62,7 +73,7 @@ def check_base_url(base_url: str) -> str:
 
 
 class HeapClient:
-    """Posts prepared bulk bodies to ``{base}/api/track``; any 2xx is success."""
+    """Posts prepared bulk bodies to ``{base}/api/track``; only Heap's 200 is success."""
 
     def __init__(
         self,
@@ -87,38 +98,86 @@ class HeapClient:
         self.session = session
 
     def post(self, body: bytes) -> requests.Response:
-        """Send one body; raise HeapRequestError unless Heap answers 2xx."""
+        """Send one body; raise HeapRequestError unless Heap acknowledges it (200, not a page)."""
         try:
             response = self.session.post(
                 self.url,
                 data=body,
                 headers={"Content-Type": "application/json"},
                 timeout=self.timeout,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise HeapRequestError(None, f"no answer from {self.base_url}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise HeapRequestError(response.status_code, _message(response), _retry_after(response))
-        return response
+        status = response.status_code
+        if status == 200 and not _is_page(response):
+            return response
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+        raise HeapRequestError(status, self._explain(response), retry_after)
+
+    def _explain(self, response: requests.Response) -> str:
+        """The answer, and for one no retry can fix, what to check."""
+        status, answer = response.status_code, _message(response)
+        hosts = "https://heapanalytics.com (US) or https://c.eu.heap-api.com (EU)"
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "(no Location)")
+            return (
+                f"{self.url} answered with a redirect to {location}; Heap's track API does not "
+                f"redirect, so the connection's host is wrong or a proxy is in between. Set the host to "
+                f"{hosts}. Redirects are never followed; nothing of this batch counts as sent"
+            )
+        if status == 200:
+            return (
+                f"{self.url} answered 200 with an HTML page, not Heap's answer (a captive portal or a "
+                f"proxy's page?); check the connection's host ({hosts}) and the network path. "
+                f"Nothing of this batch counts as sent. The page began: {answer[:200]!r}"
+            )
+        if 200 < status < 300:
+            return (
+                f"{self.url} answered {status}, not Heap's acknowledgement (Heap answers 200); check the "
+                f"connection's host ({hosts}). Nothing of this batch counts as sent. Answer: {answer}"
+            )
+        if status in (401, 403, 407):
+            return (
+                f"{answer} -- Heap's track API asks for no credentials, so a proxy or firewall between "
+                f"this worker and {self.base_url} refused the request; check the network path (proxy "
+                f"settings, allow-lists) and the connection's host ({hosts})"
+            )
+        if status in (404, 405):
+            return (
+                f"{answer} -- there is no Heap track API at {self.url}; check the connection's host "
+                f"({hosts}; the host only, no path)"
+            )
+        return answer
 
     def close(self) -> None:
         self.session.close()
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), if present and sane."""
-    value = response.headers.get("Retry-After")
-    if not value:
+def _is_page(response: requests.Response) -> bool:
+    """An HTML document (the body begins with a tag): what a portal or proxy answers, never Heap's
+    track API. Judged by the body, not the Content-Type, which Heap does not document for its 200
+    (a framework may label even an empty answer text/html)."""
+    return response.content[:256].lstrip()[:1] == b"<"
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds, or an HTTP date: a date without a
+    zone or with ``-0000`` is taken as UTC), or None when absent, unreadable, zero or already past:
+    the caller then backs off with jitter instead of sending again at once."""
+    if not value or not value.strip():
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def _message(response: requests.Response) -> str:
