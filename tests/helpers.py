@@ -17,6 +17,7 @@ import requests
 
 from devtools.sample_warehouse import created_ms
 from walkme_heap.dedupe import SeenKeys
+from walkme_heap.delivery.budget import Usage
 from walkme_heap.delivery.sender import RetryPolicy
 from walkme_heap.emulator import HeapEmulator
 from walkme_heap.ledger import Ledger
@@ -102,16 +103,18 @@ def identity_events(identity: str, count: int, start: int = 0) -> list[dict]:
 
 
 class OthersUsage:
-    """What other runs sent into the app recently, as a ledger would answer (set ``sent``), and
-    every window length it was asked for."""
+    """What other runs sent into the app recently, as a ledger would answer (set ``sent``, and per
+    identity hash ``identities``: [(seconds until it leaves the window, events)]), and every window
+    length it was asked for."""
 
     def __init__(self, sent: int) -> None:
         self.sent = sent
+        self.identities: dict[int, list[tuple[float, int]]] = {}
         self.asked: list[float] = []
 
-    def __call__(self, seconds: float) -> int:
+    def __call__(self, seconds: float) -> Usage:
         self.asked.append(seconds)
-        return self.sent
+        return Usage(self.sent, dict(self.identities))
 
 
 def free_port() -> int:

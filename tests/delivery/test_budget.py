@@ -16,8 +16,10 @@ from walkme_heap.delivery.budget import (
     ObservedBudget,
     ReservedBudget,
     app_budget,
+    identity_hash,
 )
 from walkme_heap.ledger import Ledger
+from walkme_heap.ledger.budget import decode_identities, encode_identities
 
 
 class OtherDriver:
@@ -88,3 +90,56 @@ def test_a_reserved_budget_holds_its_reservation_until_heap_answers(tmp_path: Pa
     other.resize(0)
     clock.advance(MARGIN_SECONDS)
     assert other.reserve(10) == (10, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["reserved", "observed"])
+def test_each_identitys_sends_are_shared_with_the_other_runs(kind: str, tmp_path: Path) -> None:
+    """What one run sent (or is sending) to an identity counts in every other run's pacing, by a
+    hash of the identity; a run does not see its own, and it leaves with the window."""
+    clock = FakeClock()
+    ledger = (
+        Ledger.sqlite(str(tmp_path / "ledger.db"), clock=clock.time)
+        if kind == "reserved"
+        else Ledger(lambda: OtherDriver(str(tmp_path / "other.db")), "?", clock=clock.time)
+    )
+    common = {"ledger": ledger, "app_id": "app", "retry_seconds": 20.0, "clock": clock}
+    yesterday = app_budget(100, holder="day-1", **common)
+    today = app_budget(100, holder="day-2", **common)
+    assert type(yesterday) is {"reserved": ReservedBudget, "observed": ObservedBudget}[kind]
+    heavy, light = identity_hash("heavy-user"), identity_hash("light-user")
+    assert yesterday.reserve(40)[0] == 40
+    yesterday.resize(40, {heavy: 30, light: 10})
+    yesterday.acknowledged(40)
+    clock.advance(1.0)
+    today.reserve(10)
+    seen = today.others()
+    assert sorted(seen) == sorted([heavy, light])
+    ((until, count),) = seen[heavy]
+    assert count == 30 and until == pytest.approx(clock() + WINDOW_SECONDS + MARGIN_SECONDS - 1.0, abs=0.01)
+    assert yesterday.reserve(10)[0] and yesterday.others() == {}  # its own are not "others"
+    today.resize(0)
+    yesterday.resize(0)
+    clock.advance(WINDOW_SECONDS + MARGIN_SECONDS)
+    today.reserve(10)
+    assert today.others() == {}  # left the window
+    raw = ledger.database.fetch("SELECT identities FROM walkme_heap_budget WHERE identities IS NOT NULL")
+    assert raw and all(b"heavy-user" not in bytes(blob) for (blob,) in raw)  # hashes, not identities
+    ledger.close()
+
+
+def test_a_throttled_reservation_goes_back(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ledger = Ledger.sqlite(str(tmp_path / "ledger.db"), clock=clock.time)
+    mine = ReservedBudget(ledger.budget, "app", "me", limit=10, in_flight=80.0)
+    other = ReservedBudget(ledger.budget, "app", "other", limit=10, in_flight=80.0)
+    assert mine.reserve(8) == (8, 0.0)
+    mine.resize(8, {identity_hash("u"): 8})
+    mine.release()  # Heap answered 429: nothing of it was taken
+    assert other.reserve(10)[0] == 10
+    ledger.close()
+
+
+def test_identity_counts_are_stored_compactly() -> None:
+    counts = {identity_hash(f"u{i}"): i + 1 for i in range(1000)}
+    blob = encode_identities(counts)
+    assert len(blob) == 12_000 and decode_identities(blob) == counts

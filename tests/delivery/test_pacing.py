@@ -10,7 +10,13 @@ import pytest
 from tests.helpers import FakeClock as Clock
 from tests.helpers import OthersUsage
 from tests.helpers import identity_events as events
-from walkme_heap.delivery.budget import MARGIN_SECONDS, WINDOW_SECONDS, LocalBudget, ObservedBudget
+from walkme_heap.delivery.budget import (
+    MARGIN_SECONDS,
+    WINDOW_SECONDS,
+    LocalBudget,
+    ObservedBudget,
+    identity_hash,
+)
 from walkme_heap.delivery.pacing import Pacer
 
 
@@ -119,13 +125,19 @@ class FakeBudget:
             return granted, 0.0
         return 0, self.stamps[0][0] + WINDOW_SECONDS - self.clock()
 
-    def resize(self, used: int) -> None:
+    def others(self) -> dict:
+        return {}
+
+    def resize(self, used: int, identities: dict[int, int] | None = None) -> None:
         self.calls.append(f"resize {used}")
         when, _ = self.stamps[-1]
         self.stamps[-1] = (when, used)
 
     def acknowledged(self, events: int) -> None:
         self.calls.append("acknowledged")
+
+    def release(self) -> None:
+        self.calls.append("release")
 
 
 def test_a_shared_budget_replaces_the_app_window() -> None:
@@ -145,3 +157,49 @@ def test_a_shared_budget_replaces_the_app_window() -> None:
     assert "reserve 40->0" in budget.calls and pacer.waited_seconds >= WINDOW_SECONDS - 1
     assert len(second) == 10 and {e["identity"] for e in second} == {"u1"}
     assert budget.calls[-2:] == ["reserve 40->40", "resize 10"] and budget.used() <= 120
+
+
+class OthersBudget(FakeBudget):
+    """A shared budget that also reports another run's recent sends to identities."""
+
+    def __init__(self, clock: Clock, limit: int, others: dict[int, list[tuple[float, int]]]) -> None:
+        super().__init__(clock, limit)
+        self._others = others
+        self.resized: list[dict[int, int]] = []
+
+    def others(self) -> dict:
+        return self._others
+
+    def resize(self, used: int, identities: dict[int, int] | None = None) -> None:
+        super().resize(used, identities)
+        self.resized.append(dict(identities or {}))
+
+
+def test_an_identity_waits_for_what_another_run_sent_it() -> None:
+    """Yesterday's run sent 25 of the heavy identity's 30 a minute 10 s ago: today's run sends 5 now,
+    the rest once those leave the window; the light identity is not held up. The budget learns each
+    batch's identities (by hash) for the runs after it."""
+    clock = Clock()
+    heavy = identity_hash("heavy")
+    budget = OthersBudget(clock, limit=1000, others={heavy: [(clock() + 50.0, 25)]})
+    pacer = Pacer(budget, identity_limit=30, clock=clock, sleep=clock.sleep)
+    pacer.add(events("heavy", 20) + events("light", 20))
+    first = pacer.take(1000)
+    assert Counter(e["identity"] for e in first) == {"heavy": 5, "light": 20}
+    assert budget.resized[-1] == {heavy: 5, identity_hash("light"): 20}
+    pacer.acknowledged(first)
+    second = pacer.take(1000)
+    assert Counter(e["identity"] for e in second) == {"heavy": 15} and 49.0 <= sum(clock.sleeps) <= 51.0
+
+
+def test_throttled_events_go_back_first_and_the_pacer_pauses() -> None:
+    clock = Clock()
+    pacer = Pacer(LocalBudget(1000, clock), identity_limit=None, clock=clock, sleep=clock.sleep)
+    pacer.add(events("a", 5))
+    taken = pacer.take(3)
+    pacer.put_back(taken)
+    pacer.pause(7.0)
+    assert pacer.pending == 5 and pacer.take(10, wait=False) == []
+    again = pacer.take(10)
+    assert [e["idempotency_key"] for e in again] == [e["idempotency_key"] for e in events("a", 5)]
+    assert sum(clock.sleeps) == pytest.approx(7.0)

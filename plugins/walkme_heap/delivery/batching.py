@@ -36,13 +36,22 @@ class Batch:
         assert self.parts is not None
         return self.head + b",".join(self.parts) + b"]}"
 
+    def _parts(self) -> list[bytes]:
+        return self.parts if self.parts is not None else [orjson.dumps(e) for e in self.events]
+
     def halves(self) -> tuple[Batch, Batch]:
-        parts = self.parts if self.parts is not None else [orjson.dumps(e) for e in self.events]
+        parts = self._parts()
         middle = len(self.events) // 2
         return (
             Batch(self.head, self.events[:middle], parts[:middle]),
             Batch(self.head, self.events[middle:], parts[middle:]),
         )
+
+    def isolate(self, index: int) -> tuple[Batch, Batch]:
+        """The event at ``index`` alone, and the others (an event Heap's answer names)."""
+        parts, events = self._parts(), self.events
+        rest = Batch(self.head, events[:index] + events[index + 1 :], parts[:index] + parts[index + 1 :])
+        return Batch(self.head, [events[index]], [parts[index]]), rest
 
 
 class Batcher:

@@ -2,8 +2,11 @@
 
 Events queue in the pacer (per identity) and leave in batches that fit the app's budget and the
 identities' limits, packed within the count and byte caps and delivered by the sender (retries,
-bisection). Each acknowledged batch is recorded (``record``: the ledger) before the next is sent;
-an event too large for any request, or one Heap refuses, becomes an outcome with its reason.
+isolation of refused events). Each acknowledged batch is recorded (``record``: the ledger) before
+the next is sent; an event too large for any request, or one Heap refuses, becomes an outcome with
+its reason. A batch Heap throttles (429) goes back to the pacer, which pauses (Heap's Retry-After,
+else a jittered backoff) and builds the next batch from what fits; throttling that lasts longer
+than the retry budget without any acknowledgement stops the run like any undelivered batch.
 
 ``DryRunOutbox`` stands in for it in a dry run: it counts what would be sent and logs a few
 payloads, identities masked.
@@ -12,6 +15,7 @@ payloads, identities masked.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +26,7 @@ from walkme_heap.delivery.batching import Batch, Batcher
 from walkme_heap.delivery.budget import AppBudget
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.delivery.pacing import Pacer
-from walkme_heap.delivery.sender import HeapRefused, RetriesExhausted, RetryPolicy, Sender
+from walkme_heap.delivery.sender import Delivery, HeapRefused, RetryPolicy, Sender, Stopped, Throttled
 from walkme_heap.outcomes import Outcomes
 from walkme_heap.summary import ReplaySummary
 
@@ -31,7 +35,15 @@ log = logging.getLogger(__name__)
 
 class Undelivered(RuntimeError):
     """Heap did not acknowledge a batch within the retry budget, or refused the request; what was
-    acknowledged before is recorded, the rest (``summary.unsent``) waits for the next run."""
+    acknowledged before is recorded, the rest (``summary.unsent``) waits for the next run.
+
+    ``retryable`` is False when Heap (or what answers in its place) refused in a way a later try of
+    the same configuration cannot fix (a redirect, 401/403/404, a refusal of every event).
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class Outbox:
@@ -60,9 +72,14 @@ class Outbox:
     ) -> None:
         self.pacer = Pacer(budget, identity_limit, clock=clock, sleep=sleep, on_wait=progress)
         self.batcher = Batcher(client.app_id, max_events, max_bytes)
-        self.sender = Sender(client, retry, on_acknowledged=self._acknowledged, sleep=sleep, clock=clock)
+        self.sender = Sender(
+            client, retry, on_acknowledged=self._acknowledged, on_wait=progress, sleep=sleep, clock=clock
+        )
         self.max_events, self.max_bytes, self.pending_events = max_events, max_bytes, pending_events
         self.outcomes, self.summary, self.record, self.progress = outcomes, summary, record, progress
+        self.retry, self.clock, self.rng = retry, clock, random.random
+        self._throttled_since: float | None = None  # the first 429 since the last acknowledgement
+        self._throttled_in_a_row = 0
 
     @property
     def pending(self) -> int:
@@ -86,11 +103,11 @@ class Outbox:
         self.pacer.acknowledged(batch.events)
         self.summary.sent += len(batch)
         self.summary.batches += 1
+        self._throttled_since, self._throttled_in_a_row = None, 0
         self.progress()
 
     def _send(self, *, wait: bool) -> None:
         """Send what the limits allow now (``wait``: until nothing is pending)."""
-        summary = self.summary
         while self.pacer.pending:
             events = self.pacer.take(self.max_events, wait=wait)
             if not events:
@@ -101,22 +118,74 @@ class Outbox:
             for position, batch in enumerate(batches):
                 try:
                     delivery = self.sender.deliver(batch)
-                except (RetriesExhausted, HeapRefused) as exc:
-                    summary.unsent = sum(len(b) for b in batches[position:]) + self.pacer.pending
-                    raise Undelivered(
-                        f"{exc}. {summary.sent} events were acknowledged and recorded; the rest "
-                        "will be sent when the day runs again."
-                    ) from exc
-                summary.retries += delivery.retries
-                summary.throttled += delivery.throttled
-                for rejected in delivery.rejected:
-                    self.outcomes.rejected(rejected)
+                except Throttled as exc:
+                    self._settle(exc.delivery)
+                    self.pacer.put_back(_unsettled(batch, exc.delivery) + _events(batches[position + 1 :]))
+                    self._throttled(exc)
+                    break  # the pacer builds the next batch when the pause is over
+                except Stopped as exc:
+                    self._settle(exc.delivery)
+                    unsent = len(batch) - exc.delivery.settled() + len(_events(batches[position + 1 :]))
+                    self._stop(exc, unsent + self.pacer.pending)
+                self._settle(delivery)
+
+    def _settle(self, delivery: Delivery) -> None:
+        self.summary.retries += delivery.retries
+        for rejected in delivery.rejected:
+            self.outcomes.rejected(rejected)
+
+    def _throttled(self, exc: Throttled) -> None:
+        """Pause the pacer after a 429; stop when throttling outlasts the retry budget."""
+        now = self.clock()
+        self.summary.throttled += 1
+        self._throttled_in_a_row += 1
+        if self._throttled_since is None:
+            self._throttled_since = now
+        pause = exc.pause if exc.pause is not None else self.retry.backoff(self._throttled_in_a_row, self.rng)
+        if now + pause - self._throttled_since > self.retry.max_seconds:
+            self._stop(
+                exc,
+                self.pacer.pending,
+                f"Heap answered 429 to every batch for {now - self._throttled_since:.0f} s "
+                f"(retry limit {self.retry.max_seconds:.0f} s): {exc}",
+            )
+        log.info("Heap throttled a batch (429); pausing %.1f s before the next batch", pause)
+        self.pacer.pause(pause)
+
+    def _stop(self, exc: Stopped, unsent: int, message: str | None = None) -> None:
+        self.summary.unsent = unsent
+        raise Undelivered(
+            f"{message or exc}. {self.summary.sent} events were acknowledged and recorded; the rest "
+            f"({unsent}) will be sent when the day runs again.",
+            retryable=not isinstance(exc, HeapRefused),
+        ) from exc
+
+
+def _events(batches: list[Batch]) -> list[dict[str, Any]]:
+    return [event for batch in batches for event in batch.events]
+
+
+def _unsettled(batch: Batch, delivery: Delivery) -> list[dict[str, Any]]:
+    """The batch's events neither acknowledged nor rejected (by key), in order."""
+    settled = {e["idempotency_key"] for b in delivery.acknowledged for e in b.events}
+    settled.update(r.event["idempotency_key"] for r in delivery.rejected)
+    return [e for e in batch.events if e["idempotency_key"] not in settled]
 
 
 def mask_identity(event: dict[str, Any]) -> dict[str, Any]:
-    """A copy safe for logs: identities are personal data."""
+    """A copy safe for logs: identities and property values are personal data (a user variable may
+    hold an e-mail address); names, types and lengths stay, to check the mapping."""
     identity = str(event.get("identity", ""))
-    return {**event, "identity": f"<{len(identity)} chars>"}
+    masked = {**event, "identity": f"<{len(identity)} chars>"}
+    if isinstance(event.get("properties"), dict):
+        masked["properties"] = {name: _shape(value) for name, value in event["properties"].items()}
+    return masked
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, str):
+        return f"<text, {len(value)} chars>"
+    return f"<{type(value).__name__}>"
 
 
 class DryRunOutbox:

@@ -2,10 +2,13 @@
 
 Heap allows 15,000 events a minute per app and 1,000 per identity (``heap_api``). The app's limit is
 the ``AppBudget``'s (``delivery/budget.py``: this process alone, or shared through the ledger); the
-pacer asks it before every batch and keeps the per-identity windows itself (one process owns an
-identity's events). Each batch is built from per-identity queues, at most 100 events of one identity
-per pass, longest queues first: a heavy user's events use their own budget as soon as it frees and
-otherwise wait, while everyone else's flow.
+pacer asks it before every batch. It keeps this process's per-identity windows itself and adds what
+other runs sent to each identity (``AppBudget.others``: yesterday's run of a backfill, another
+pipeline into the app), and tells the budget the identities of each batch it takes. Each batch is
+built from per-identity queues, at most 100 events of one identity per pass, longest queues first: a
+heavy user's events use their own budget as soon as it frees and otherwise wait, while everyone
+else's flow. Events Heap throttled anyway (429) come back (``put_back``) and the pacer pauses
+(``pause``) before it builds the next batch from what fits.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from walkme_heap.delivery.budget import AppBudget, SlidingWindow
+from walkme_heap.delivery.budget import AppBudget, IdentityUsage, SlidingWindow, identity_hash
 
 WAIT_SLICE_SECONDS = 5.0  # sleep in slices, so progress is logged while waiting
 
@@ -45,6 +48,9 @@ class Pacer:
         self.on_wait = on_wait  # called between waiting slices (progress logs)
         self._identities: dict[str, SlidingWindow] = {}
         self._queues: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+        self._others: IdentityUsage = {}  # other runs' recent sends, by identity hash
+        self._hashes: dict[str, int] = {}
+        self._paused_until = float("-inf")
         self.pending = 0
         self.waited_seconds = 0.0
 
@@ -53,17 +59,50 @@ class Pacer:
             self._queues.setdefault(event["identity"], deque()).append(event)
         self.pending += len(events)
 
+    def put_back(self, events: list[dict[str, Any]]) -> None:
+        """Events taken but not acknowledged (throttled): first in their queues again."""
+        for event in reversed(events):
+            identity = event["identity"]
+            queue = self._queues.get(identity)
+            if queue is None:
+                queue = self._queues[identity] = deque()
+                self._queues.move_to_end(identity, last=False)
+            queue.appendleft(event)
+        self.pending += len(events)
+        if self.budget is not None:
+            self.budget.release()
+
+    def pause(self, seconds: float) -> None:
+        """Take nothing for ``seconds`` (Heap throttled a batch)."""
+        self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+    def _hash(self, identity: str) -> int:
+        value = self._hashes.get(identity)
+        if value is None:
+            if len(self._hashes) > 100_000:
+                self._hashes.clear()
+            value = self._hashes[identity] = identity_hash(identity)
+        return value
+
+    def _others_used(self, identity: str, now: float) -> int:
+        """Events other runs sent to ``identity`` that are still in the window."""
+        if not self._others:
+            return 0
+        entries = self._others.get(self._hash(identity))
+        return sum(n for until, n in entries if until > now) if entries else 0
+
     def _identity_room(self, identity: str, now: float) -> int:
         if self.identity_limit is None:
             return 1 << 30
+        others = self._others_used(identity, now)
         window = self._identities.get(identity)
         if window is None:
-            return self.identity_limit
+            return self.identity_limit - others
         window.prune(now)
         if window.total == 0:
             del self._identities[identity]
-            return self.identity_limit
-        return self.identity_limit - window.total
+            return self.identity_limit - others
+        return self.identity_limit - window.total - others
 
     def take(self, max_events: int, *, wait: bool = True, per_identity: int = 100) -> list[dict[str, Any]]:
         """The next batch, at most ``max_events``, fitting both limits now.
@@ -75,20 +114,39 @@ class Pacer:
             if not self.pending:
                 return []
             now = self.clock()
+            if now < self._paused_until:
+                if not wait:
+                    return []
+                self._wait(self._paused_until, now)
+                continue
             room, budget_wait = max_events, 0.0
             if self.budget is not None:
                 room, budget_wait = self.budget.reserve(min(max_events, self.pending))
+                self._others = self.budget.others() if self.identity_limit is not None else {}
             batch = self._select(room, per_identity, now) if room > 0 else []
             if room > 0 and self.budget is not None:
-                self.budget.resize(len(batch))
+                self.budget.resize(len(batch), self._identity_counts(batch))
             if batch or not wait:
                 return batch
             free_at = now + budget_wait if room <= 0 else self._identity_free_at(now)
-            pause = min(WAIT_SLICE_SECONDS, max(0.01, free_at - now))
-            self.waited_seconds += pause
-            self.sleep(pause)
-            if self.on_wait is not None:
-                self.on_wait()
+            self._wait(free_at, now)
+
+    def _identity_counts(self, batch: list[dict[str, Any]]) -> dict[int, int]:
+        """The batch's events per identity hash, for other runs' pacing (none without a limit)."""
+        if self.identity_limit is None:
+            return {}
+        counts: dict[str, int] = {}
+        for event in batch:
+            counts[event["identity"]] = counts.get(event["identity"], 0) + 1
+        return {self._hash(identity): count for identity, count in counts.items()}
+
+    def _wait(self, free_at: float, now: float) -> None:
+        """Sleep one slice towards ``free_at``, reporting progress."""
+        pause = min(WAIT_SLICE_SECONDS, max(0.01, free_at - now))
+        self.waited_seconds += pause
+        self.sleep(pause)
+        if self.on_wait is not None:
+            self.on_wait()
 
     def _select(self, room: int, per_identity: int, now: float) -> list[dict[str, Any]]:
         """Passes over identities with budget, at most ``per_identity`` each per pass."""
@@ -140,13 +198,17 @@ class Pacer:
                 yield identities[index]
 
     def _identity_free_at(self, now: float) -> float:
-        """When the first queued identity may send again."""
+        """When the first queued identity may send again (its own or another run's sends leave the
+        window)."""
         candidates = []
         if self.identity_limit is not None:
             for identity in self._queues:
                 window = self._identities.get(identity)
                 if window is not None:
                     candidates.append(window.free_at(1, self.identity_limit))
+                if self._others:
+                    entries = self._others.get(self._hash(identity), ())
+                    candidates.extend(until for until, _ in entries if until > now)
         return min(candidates, default=now + 0.05)
 
     def acknowledged(self, events: list[dict[str, Any]]) -> None:

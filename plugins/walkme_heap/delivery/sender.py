@@ -1,18 +1,28 @@
-"""Send a batch until Heap acknowledges it: retries with backoff, and bisection of bad events.
+"""Send a batch until Heap acknowledges it: retries with backoff, and isolation of refused events.
 
-- Network errors, timeouts, 429 and 5xx are retried with exponential backoff and full jitter,
-  honouring ``Retry-After`` when Heap sends one, until ``max_seconds`` have passed since the batch's
-  first attempt; then ``RetriesExhausted`` stops the run (nothing unacknowledged is lost: the ledger
-  holds only what Heap acknowledged, so the next try sends the rest).
-- A 400 (or 413) answer to a batch of several events splits it in halves, recursively, until the
-  events Heap refuses are isolated; each of those is rejected with Heap's message, the rest delivered.
-- Any other answer (401, 403, 404 ...) is a configuration problem: ``HeapRefused`` stops the run.
+- Network errors, timeouts and 5xx are retried with exponential backoff and full jitter, honouring
+  a positive ``Retry-After``, until ``max_seconds`` have passed since the batch's first attempt (one
+  budget per batch, however it is split); then ``RetriesExhausted`` stops the run. Nothing
+  unacknowledged is lost: the ledger holds only what Heap acknowledged; the next try sends the rest.
+- A 429 is not slept on here: ``Throttled`` hands the unacknowledged events back to the outbox, whose
+  pacer waits and builds the next batch from what fits.
+- A 400 naming one event (Heap's validator: ``postBody.events[3]...``) sends that event alone (refused
+  again: rejected with Heap's message) and the others together. A refusal naming no event, or a 413,
+  splits the batch in halves; when both halves of a 400 are refused whole and neither names an
+  event, the refusal is not about events (a proxy's page, a change of Heap's API): ``HeapRefused``
+  stops the run and the events stay unsent, not rejected. Isolation costs at most
+  ``max_split_requests`` requests per batch.
+- Any other answer (a redirect, 401, 403, 404, a 2xx that is not Heap's 200 ...) is a configuration
+  problem: ``HeapRefused`` stops the run.
+
+Each stopping error carries ``delivery``: what was acknowledged and rejected before it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +33,7 @@ from walkme_heap.delivery.client import HeapClient, HeapRequestError
 from walkme_heap.heap_api import DEFAULT_RETRY_SECONDS
 
 log = logging.getLogger(__name__)
+_NAMED_EVENT = re.compile(r"\bevents\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -30,18 +41,11 @@ class RetryPolicy:
     max_seconds: float = DEFAULT_RETRY_SECONDS  # per batch, from its first attempt
     base_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
+    max_split_requests: int = 64  # requests that isolating refused events may cost per batch
 
     def backoff(self, attempt: int, rng: Callable[[], float]) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
         return rng() * min(self.max_backoff_seconds, self.base_seconds * 2 ** (attempt - 1))
-
-
-class RetriesExhausted(RuntimeError):
-    """A batch could not be delivered within the retry budget."""
-
-
-class HeapRefused(RuntimeError):
-    """Heap answered with an error that no retry or split can fix (e.g. 401, 403, 404)."""
 
 
 @dataclass
@@ -59,7 +63,42 @@ class Delivery:
     rejected: list[Rejected] = field(default_factory=list)
     attempts: int = 0
     retries: int = 0
-    throttled: int = 0
+
+    def settled(self) -> int:
+        return sum(len(b) for b in self.acknowledged) + len(self.rejected)
+
+
+class Stopped(RuntimeError):
+    """The batch's delivery stopped; ``delivery`` holds what was acknowledged and rejected before."""
+
+    delivery: Delivery
+
+
+class RetriesExhausted(Stopped):
+    """A batch could not be delivered within the retry budget."""
+
+
+class HeapRefused(Stopped):
+    """Heap (or what answers in its place) refused in a way no retry or split can fix."""
+
+
+class Throttled(Stopped):
+    """Heap answered 429: the batch's unacknowledged events go back to the pacer.
+
+    :param pause: Heap's ``Retry-After`` in seconds, if it sent a usable one.
+    """
+
+    def __init__(self, message: str, pause: float | None) -> None:
+        super().__init__(message)
+        self.pause = pause
+
+
+def named_event(error: HeapRequestError, size: int) -> int | None:
+    """The index of the event a 400 names (Heap's validator path), if it names one of ``size``."""
+    match = _NAMED_EVENT.search(error.message) if error.status == 400 else None
+    if match is None or int(match.group(1)) >= size:
+        return None
+    return int(match.group(1))
 
 
 class Sender:
@@ -69,6 +108,7 @@ class Sender:
         policy: RetryPolicy | None = None,
         *,
         on_acknowledged: Callable[[Batch], None] | None = None,
+        on_wait: Callable[[], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
@@ -76,54 +116,89 @@ class Sender:
         self.client = client
         self.policy = policy or RetryPolicy()
         self.on_acknowledged = on_acknowledged
+        self.on_wait = on_wait  # after each wait between attempts (progress, the run's heartbeat)
         self.sleep = sleep
         self.clock = clock
         self.rng = rng
 
     def deliver(self, batch: Batch) -> Delivery:
+        """Deliver ``batch``; raise a ``Stopped`` error (with the partial delivery) when it cannot."""
         delivery = Delivery()
-        self._deliver(batch, delivery)
+        self._started = self.clock()
+        self._split_budget = self.policy.max_split_requests
+        try:
+            error = self._post(batch, delivery)
+            if error is not None:
+                self._isolate(batch, error, delivery)
+        except Stopped as exc:
+            exc.delivery = delivery
+            raise
         return delivery
 
-    def _deliver(self, batch: Batch, delivery: Delivery) -> None:
-        started = self.clock()
+    def _post(self, batch: Batch, delivery: Delivery, *, splitting: bool = False) -> HeapRequestError | None:
+        """Post until acknowledged (None) or refused for its content (that error is returned)."""
         attempt = 0
         while True:
+            if splitting:
+                if self._split_budget <= 0:
+                    raise HeapRefused(
+                        f"isolating the events Heap refused took {self.policy.max_split_requests} "
+                        "requests (max_split_requests) without an end: far more refused events than "
+                        "a replay should meet; the rest of the batch was not sent"
+                    )
+                self._split_budget -= 1
             attempt += 1
             delivery.attempts += 1
             try:
                 self.client.post(batch.body)
             except HeapRequestError as exc:
                 if exc.rejects_content:
-                    if len(batch) == 1:
-                        delivery.rejected.append(Rejected(batch.events[0], str(exc), attempt))
-                        return
-                    for half in batch.halves():
-                        self._deliver(half, delivery)
-                    return
+                    exc.attempts = attempt
+                    return exc
+                if exc.status == 429:
+                    message = f"Heap throttled a batch of {len(batch)} events: {exc}"
+                    raise Throttled(message, exc.retry_after) from exc
                 if not exc.retryable:
                     raise HeapRefused(f"Heap refused a batch of {len(batch)} events: {exc}") from exc
-                delivery.throttled += exc.status == 429
-                pause = (
-                    exc.retry_after if exc.retry_after is not None else self.policy.backoff(attempt, self.rng)
-                )
-                if self.clock() + pause - started > self.policy.max_seconds:
-                    raise RetriesExhausted(
-                        f"a batch of {len(batch)} events was not acknowledged after {attempt} attempts "
-                        f"in {self.clock() - started:.0f} s (limit {self.policy.max_seconds:.0f} s); "
-                        f"last answer: {exc}"
-                    ) from exc
+                self._pause(exc, attempt, len(batch))
                 delivery.retries += 1
-                log.info(
-                    "attempt %d of a batch of %d failed (%s); retrying in %.1f s",
-                    attempt,
-                    len(batch),
-                    exc,
-                    pause,
-                )
-                self.sleep(pause)
                 continue
             delivery.acknowledged.append(batch)
             if self.on_acknowledged is not None:
                 self.on_acknowledged(batch)
+            return None
+
+    def _pause(self, exc: HeapRequestError, attempt: int, size: int) -> None:
+        """Wait before the next attempt, or raise RetriesExhausted past the batch's budget."""
+        pause = exc.retry_after if exc.retry_after is not None else self.policy.backoff(attempt, self.rng)
+        if self.clock() + pause - self._started > self.policy.max_seconds:
+            raise RetriesExhausted(
+                f"a batch of {size} events was not acknowledged after {attempt} attempts "
+                f"in {self.clock() - self._started:.0f} s (limit {self.policy.max_seconds:.0f} s); "
+                f"last answer: {exc}"
+            ) from exc
+        log.info("attempt %d of a batch of %d failed (%s); retrying in %.1f s", attempt, size, exc, pause)
+        self.sleep(pause)
+        if self.on_wait is not None:
+            self.on_wait()
+
+    def _isolate(self, batch: Batch, error: HeapRequestError, delivery: Delivery) -> None:
+        """Find the events Heap refuses in ``batch`` (refused with ``error``); deliver the others."""
+        if len(batch) == 1:
+            delivery.rejected.append(Rejected(batch.events[0], str(error), error.attempts))
             return
+        index = named_event(error, len(batch))
+        parts = batch.isolate(index) if index is not None else batch.halves()
+        errors = [self._post(part, delivery, splitting=True) for part in parts]
+        refused_whole = [
+            e is not None and named_event(e, len(p)) is None for e, p in zip(errors, parts, strict=True)
+        ]
+        if index is None and error.status == 400 and all(refused_whole):
+            raise HeapRefused(
+                f"Heap refused a batch of {len(batch)} events whole, and each half of it again: "
+                "the refusal is not about an event (a proxy's or firewall's page, or a change of "
+                f"Heap's API?); these events were not sent. Heap's answer: {errors[-1]}"
+            )
+        for part, part_error in zip(parts, errors, strict=True):
+            if part_error is not None:
+                self._isolate(part, part_error, delivery)

@@ -4,13 +4,20 @@ Every run into an app (any pipeline, day, shard or retry, on any worker) reserve
 about to send here, atomically (PostgreSQL: an advisory lock per app; SQLite: an immediate
 transaction), so together they never exceed the app's limit. ``delivery/budget.py`` is the other
 half: the interface the pacer uses and the choice between the ways a budget is kept.
+
+A reservation also holds how many of its events each identity has (``identities``: 64-bit hashes of
+the identities, never the identities themselves, with counts), so every run paces each identity to
+Heap's per-identity limit with what the others sent or are sending. Rows leave the table two windows
+after their stamp: only identities with recent sends are known.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import numpy as np
 
 from walkme_heap.ledger.database import LedgerDatabase, Table
 
@@ -22,10 +29,30 @@ TABLE = Table(
         "holder VARCHAR(250)",
         "events INTEGER NOT NULL",
         "stamp_epoch {real} NOT NULL",
+        "identities {blob}",
     ),
     indexes=(("app_stamp", "app_id, stamp_epoch"),),
+    added_columns=("identities",),
 )
 _SERIALISABLE = ("postgres", "sqlite")
+
+# identity hash -> [(seconds until those events leave the window, events)]
+IdentityWindows = dict[int, list[tuple[float, int]]]
+
+
+def encode_identities(counts: Mapping[int, int]) -> bytes:
+    """Identity hashes (8 bytes each) then their counts (4 bytes each), little-endian."""
+    hashes = np.fromiter(counts.keys(), dtype="<u8", count=len(counts))
+    values = np.fromiter(counts.values(), dtype="<u4", count=len(counts))
+    return hashes.tobytes() + values.tobytes()
+
+
+def decode_identities(blob: bytes) -> dict[int, int]:
+    data = bytes(blob)
+    n = len(data) // 12
+    hashes = np.frombuffer(data[: 8 * n], dtype="<u8")
+    values = np.frombuffer(data[8 * n :], dtype="<u4")
+    return dict(zip(hashes.tolist(), values.tolist(), strict=True))
 
 
 class Reservations:
@@ -39,6 +66,12 @@ class Reservations:
     def serialisable(self) -> bool:
         """Whether this database can serialise reservations (PostgreSQL and SQLite can)."""
         return self.database.dialect.name in _SERIALISABLE
+
+    def _now(self) -> float:
+        """The clock reservations are stamped with (PostgreSQL's own, else ``clock``)."""
+        if self.database.dialect.name == "postgres":
+            return float(self.database.fetch("SELECT extract(epoch from clock_timestamp())")[0][0])
+        return self.clock()
 
     def _lock_app(self, app_id: str) -> float:
         """Begin a transaction that holds the app's budget alone; return the database's clock."""
@@ -109,6 +142,44 @@ class Reservations:
                 [events, self.clock(), reservation],
             )
 
-    def resize(self, reservation: int, events: int) -> None:
-        """Shrink a reservation that is still in flight (a batch smaller than reserved)."""
-        self.database.write(f"UPDATE {TABLE.name} SET events = ? WHERE id = ?", [events, reservation])
+    def resize(self, reservation: int, events: int, identities: Mapping[int, int] | None = None) -> None:
+        """Shrink a reservation that is still in flight (a batch smaller than reserved), and say how
+        many of its events each identity has."""
+        blob = encode_identities(identities) if identities else None
+        self.database.write(
+            f"UPDATE {TABLE.name} SET events = ?, identities = ? WHERE id = ?", [events, blob, reservation]
+        )
+
+    def record(
+        self, app_id: str, holder: str, events: int, identities: Mapping[int, int], window: float
+    ) -> None:
+        """A batch Heap acknowledged, stamped now, for a database that cannot serialise reservations
+        (other runs add it to what they observe)."""
+        now = self._now()
+        blob = encode_identities(identities) if identities else None
+        with self.database.transaction():
+            self.database.execute(
+                f"DELETE FROM {TABLE.name} WHERE app_id = ? AND stamp_epoch < ?", [app_id, now - 2 * window]
+            )
+            self.database.execute(
+                f"INSERT INTO {TABLE.name} (app_id, holder, events, stamp_epoch, identities) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [app_id, holder, events, now, blob],
+            )
+
+    def usage(self, app_id: str, holder: str, window: float) -> tuple[int, IdentityWindows]:
+        """Other holders' events in the app's window, and per identity when they leave it."""
+        now = self._now()
+        rows = self.database.fetch(
+            f"SELECT stamp_epoch, events, identities FROM {TABLE.name} WHERE app_id = ? "
+            "AND stamp_epoch > ? AND (holder IS NULL OR holder <> ?)",
+            [app_id, now - window, holder],
+        )
+        windows: IdentityWindows = {}
+        for stamp, _events, blob in rows:
+            if blob is None:
+                continue
+            left = float(stamp) + window - now
+            for identity, count in decode_identities(blob).items():
+                windows.setdefault(identity, []).append((left, count))
+        return sum(int(n) for _, n, _ in rows), windows
