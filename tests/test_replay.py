@@ -9,11 +9,13 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,8 @@ from tests.helpers import (
     FakeClock,
     configure,
     expected_keys,
+    postgres_connection,
+    postgres_ledger,
     received,
     run_records,
     stats,
@@ -48,9 +52,11 @@ def run(
     pipeline: str,
     *,
     read_timeout: float = 5.0,
+    app: str = "app",
+    client: HeapClient | None = None,
     **options: object,
 ) -> ReplaySummary:
-    client = HeapClient(emulator.url, "app", connect_timeout=2, read_timeout=read_timeout)
+    client = client or HeapClient(emulator.url, app, connect_timeout=2, read_timeout=read_timeout)
     letters = DeadLetters(str(tmp_path / "dead"), pipeline, DAY.label)
     settings = {"max_events": 50, "retry": FAST_RETRIES, "max_invalid_ratio": 0.5, **options}
     try:
@@ -198,10 +204,49 @@ def test_dry_run_makes_no_call_and_writes_nothing(emulator, ledger, day, tmp_pat
     summary = run(emulator, ledger, day, tmp_path, pipeline, dry_run=True)
     assert summary.sent == 400 and summary.dry_run
     assert stats(emulator).get("requests", 0) == 0
-    assert run_records(ledger, pipeline) == [] and len(ledger.acks.acknowledged(pipeline, DAY.days())) == 0
+    assert run_records(ledger, pipeline) == []
+    assert len(ledger.acks.acknowledged(pipeline, DAY.days(), app_id=None)) == 0
     assert not (tmp_path / "dead").exists()
     samples = [r.message for r in caplog.records if "dry run sample payload" in r.message]
     assert len(samples) == 3 and all("user" not in s.split('"identity":')[1][:20] for s in samples)
+
+
+def test_a_run_into_another_heap_app_sends_again(emulator, ledger, day, tmp_path, pipeline) -> None:
+    """Heap accepts any app id silently: a day replayed into one app, then into another (the
+    connection pointed elsewhere, or a wrong id corrected), is sent to the second app in full, and
+    the summary names the app its "already sent" refers to."""
+    keys = expected_keys(day)
+    first = run(emulator, ledger, day, tmp_path, pipeline, app="wrong-app")
+    second = run(emulator, ledger, day, tmp_path, pipeline, app="right-app")
+    assert (first.sent, second.sent, second.already_sent) == (400, 400, 0)
+    check(emulator, second, tmp_path, pipeline, keys)
+    assert Counter(e["app_id"] for e in received(emulator)) == {"wrong-app": 400, "right-app": 400}
+    assert (first.app_id, second.app_id) == ("wrong-app", "right-app")
+    assert "Heap app" in second.table() and "right-app" in second.table()
+    again = run(emulator, ledger, day, tmp_path, pipeline, app="right-app")
+    assert (again.sent, again.already_sent) == (0, 400)
+    assert stats(emulator)["duplicate_events"] == 0
+
+
+def test_a_dry_run_counts_already_sent_for_the_app_it_is_given(
+    emulator, ledger, day, tmp_path, pipeline, caplog
+) -> None:
+    """A dry run has no client: its "already sent" is for the app the options name, or, with none,
+    for every app (and the log says which)."""
+    run(emulator, ledger, day, tmp_path, pipeline, app="app-a")
+    source = CsvSource(str(day), DAY, chunk_rows=100)
+    caplog.set_level("INFO", logger="walkme_heap.replay")
+
+    def dry(app_id: str | None) -> ReplaySummary:
+        options = ReplayOptions(dry_run=True, app_id=app_id, max_invalid_ratio=0.5)
+        return replay(pipeline, source, SPEC, DAY, None, options, ledger=ledger)
+
+    assert (dry("app-a").already_sent, dry("app-b").already_sent) == (400, 0)
+    assert "already sent: what the ledger holds for Heap app app-b" in caplog.text
+    anywhere = dry(None)
+    assert (anywhere.already_sent, anywhere.app_id) == (400, None)
+    assert "already sent: what the ledger holds for any Heap app (no app id given)" in caplog.text
+    assert "any (no app id given)" in anywhere.table()
 
 
 def test_force_sends_everything_again(emulator, ledger, day, tmp_path, pipeline) -> None:
@@ -252,6 +297,158 @@ def test_sigkill_mid_run_then_rerun(emulator, ledger, tmp_path, pipeline) -> Non
     assert summary.already_sent >= killed_at - 50 and summary.sent + summary.already_sent == 600
 
 
+BROKEN = "disk I/O error (test: the connection broke while recording acknowledged batch 3)"
+
+
+class _BreakingCursor:
+    def __init__(self, connection: BreakingConnection) -> None:
+        self.connection, self.cursor = connection, connection.db.cursor()
+
+    def execute(self, text: str, params: Any = ()) -> _BreakingCursor:
+        connection = self.connection
+        connection.check()
+        if text.startswith("INSERT INTO walkme_heap_acks"):
+            connection.acks += 1
+            if connection.acks == connection.break_at:
+                connection.broken = True
+                raise sqlite3.OperationalError(BROKEN)
+        self.cursor.execute(text, params)
+        return self
+
+    def __getattr__(self, name: str) -> Any:  # fetchone, fetchall, lastrowid, description
+        return getattr(self.cursor, name)
+
+
+class BreakingConnection:
+    """A SQLite connection that breaks like a killed database session when it writes the
+    ``break_at``-th acknowledgement, after Heap answered that batch: that statement fails with
+    ``BROKEN``, and every statement and commit after it fails too; so does a rollback, unless
+    ``quiet_rollback`` (a driver that does not tell, so the connection looks usable)."""
+
+    def __init__(self, path: Path, break_at: int, quiet_rollback: bool = False) -> None:
+        self.db, self.break_at, self.acks, self.broken = sqlite3.connect(path), break_at, 0, False
+        self.quiet_rollback = quiet_rollback
+
+    def check(self) -> None:
+        if self.broken:
+            raise sqlite3.OperationalError("disk I/O error (test: the connection is broken)")
+
+    def cursor(self) -> _BreakingCursor:
+        return _BreakingCursor(self)
+
+    def commit(self) -> None:
+        self.check()
+        self.db.commit()
+
+    def rollback(self) -> None:
+        if not (self.broken and self.quiet_rollback):
+            self.check()
+            self.db.rollback()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@pytest.mark.parametrize(
+    ("quiet_rollback", "reconnects"),
+    [(False, True), (True, True), (False, False)],
+    ids=["reconnects", "rollback-does-not-tell", "database-gone"],
+)
+def test_a_ledger_that_breaks_after_heap_answered_raises_its_own_error(
+    emulator, day, tmp_path, pipeline, caplog, quiet_rollback: bool, reconnects: bool
+) -> None:
+    """The ledger's connection breaks while recording the third batch Heap acknowledged: the run
+    raises that error (not a later one from the broken connection), its record is marked failed on a
+    fresh connection (or, when none can be had, a warning says so and the error is still the
+    original), and the next run sends only what the ledger does not hold."""
+    path = tmp_path / "ledger.db"
+    opened: list[Any] = []
+
+    def connect() -> Any:
+        if opened and not reconnects:
+            raise sqlite3.OperationalError("unable to open database file (test: the database is gone)")
+        opened.append(sqlite3.connect(path) if opened else BreakingConnection(path, 3, quiet_rollback))
+        return opened[-1]
+
+    store = Ledger(connect, "?")
+    with pytest.raises(sqlite3.OperationalError) as info:
+        run(emulator, store, day, tmp_path, pipeline)
+    assert str(info.value) == BROKEN
+    after = Ledger.sqlite(str(path))
+    (record,) = run_records(after, pipeline)
+    if reconnects:
+        assert (record["status"], record["message"], record["sent"]) == ("failed", BROKEN, 100)
+    else:
+        assert record["status"] == "running"  # until a later run finds it abandoned
+        assert "could not be marked failed" in caplog.text and "the database is gone" in caplog.text
+    assert len(after.acks.acknowledged(pipeline, DAY.days(), app_id="app")) == 100  # two batches of 50
+    summary = run(emulator, after, day, tmp_path, pipeline)
+    assert (summary.sent, summary.already_sent) == (300, 100)
+    check(emulator, summary, tmp_path, pipeline, expected_keys(day))
+    assert stats(emulator)["duplicate_events"] == 50  # the batch whose record failed, sent again
+
+
+class TerminatesLedgerSession(HeapClient):
+    """A client that, once Heap has answered its ``after``-th request, has PostgreSQL terminate the
+    ledger's session (``pg_terminate_backend``, as an administrator or a failover would)."""
+
+    def __init__(self, url: str, backend_pid: int, after: int) -> None:
+        super().__init__(url, "app", connect_timeout=2, read_timeout=5)
+        self.backend_pid, self.after, self.posts = backend_pid, after, 0
+
+    def post(self, body: bytes) -> Any:
+        answer = super().post(body)
+        self.posts += 1
+        if self.posts == self.after:
+            with postgres_connection() as admin:
+                admin.autocommit = True
+                admin.execute("SELECT pg_terminate_backend(%s)", [self.backend_pid])
+                deadline = time.monotonic() + 10
+                while admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", [self.backend_pid]
+                ).fetchone():
+                    assert time.monotonic() < deadline, "the ledger's session was not terminated"
+                    time.sleep(0.02)
+        return answer
+
+
+def test_a_postgres_ledger_session_terminated_after_heap_answered(emulator, day, tmp_path, pipeline) -> None:
+    """The ledger's PostgreSQL session is killed between Heap's answer to the third batch and its
+    record: the run raises PostgreSQL's error, not one from the dead connection, and its record is
+    marked failed on a new session."""
+    import psycopg
+
+    store = postgres_ledger()
+    pid = store.database.connection.info.backend_pid
+    client = TerminatesLedgerSession(emulator.url, pid, after=3)
+    try:
+        with pytest.raises(psycopg.OperationalError, match="terminating connection due to administrator"):
+            run(emulator, store, day, tmp_path, pipeline, client=client)
+    finally:
+        client.close()
+    (record,) = run_records(store, pipeline)  # read on a new session
+    assert record["status"] == "failed" and "terminating connection" in record["message"]
+    assert len(store.acks.acknowledged(pipeline, DAY.days(), app_id="app")) == 100
+    summary = run(emulator, store, day, tmp_path, pipeline)
+    assert (summary.sent, summary.already_sent) == (300, 100)
+    check(emulator, summary, tmp_path, pipeline, expected_keys(day))
+    store.close()
+
+
+def run_paced(
+    emulator: HeapEmulator,
+    store: Ledger,
+    path: Path,
+    tmp_path: Path,
+    pipeline: str,
+    clock: FakeClock,
+    **options,
+) -> ReplaySummary:
+    """A run at 120 events a minute for the app and 30 for an identity, on ``clock``."""
+    paced = {"app_limit": 120, "identity_limit": 30, "clock": clock.monotonic, "sleep": clock.sleep}
+    return run(emulator, store, path, tmp_path, pipeline, **paced, **options)
+
+
 def test_pacing_keeps_within_heaps_limits(tmp_path: Path, pipeline: str) -> None:
     """One minute of (made-up) time: 160 events, an app limit of 120 and an identity limit of 30 a
     minute. The replay, its ledger's budget and the emulator share one clock that only waiting
@@ -262,23 +459,42 @@ def test_pacing_keeps_within_heaps_limits(tmp_path: Path, pipeline: str) -> None
         path = write_day(tmp_path / "day.csv", 160, invalid=0)
         store = Ledger.sqlite(str(tmp_path / "ledger.db"), clock=clock.time)
         started = clock.monotonic()
-        summary = run(
-            emulator,
-            store,
-            path,
-            tmp_path,
-            pipeline,
-            app_limit=120,
-            identity_limit=30,
-            clock=clock.monotonic,
-            sleep=clock.sleep,
-        )
+        summary = run_paced(emulator, store, path, tmp_path, pipeline, clock)
         elapsed = clock.monotonic() - started
         check(emulator, summary, tmp_path, pipeline, expected_keys(path))
         counts = stats(emulator)
         assert counts.get("throttled_429", 0) == 0 and summary.throttled == 0
         assert 60 <= elapsed < 75 and summary.waited_seconds >= 55
         assert max(counts["per_minute"]["app"].values()) <= 120
+
+
+def test_a_replay_heartbeats_and_abandons_the_records_of_dead_tries(
+    tmp_path: Path, pipeline: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A try that died left its record ``running``: the next run marks it ``abandoned`` when it
+    starts (its heartbeat is older than the timeout), and keeps its own record's heartbeat fresh
+    while it runs: about a minute of (made-up) pacing, a heartbeat timeout of 30 s, so a heartbeat
+    at most every 6 s and never a gap near the timeout."""
+    clock = FakeClock()
+    settings = EmulatorSettings(app_limit=120, identity_limit=30)
+    with HeapEmulator(settings=settings, clock=clock.time) as emulator:
+        path = write_day(tmp_path / "day.csv", 160, invalid=0)
+        store = Ledger.sqlite(str(tmp_path / "ledger.db"), clock=clock.time)
+        dead = store.runs.start(pipeline, DAY, "scheduled__2024-03-11")
+        clock.advance(31)
+        started = clock.time()
+        beats: list[float] = []
+        heartbeat = store.runs.heartbeat
+        monkeypatch.setattr(
+            store.runs, "heartbeat", lambda record: (beats.append(clock.time()), heartbeat(record))
+        )
+        run_paced(emulator, store, path, tmp_path, pipeline, clock, heartbeat_timeout=30.0)
+        ended = clock.time()
+    mine, theirs = run_records(store, pipeline)
+    assert (theirs["id"], theirs["status"], mine["status"]) == (dead, "abandoned", "success")
+    gaps = [later - earlier for earlier, later in zip([started, *beats], [*beats, ended], strict=True)]
+    assert len(beats) >= 5 and min(gaps[:-1]) >= 6 and max(gaps) < 15  # ticks come every 5 s or sooner
+    assert mine["heartbeat_epoch"] == beats[-1]
 
 
 def test_progress_lines_give_sent_total_rate_and_eta(emulator, day, tmp_path, pipeline, caplog) -> None:

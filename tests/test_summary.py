@@ -19,3 +19,16 @@ def test_summary_round_trips_and_refuses_mixed_windows() -> None:
     other = ReplaySummary("p", {"start": "x", "end": "y"})
     with pytest.raises(ValueError, match="different"):
         ReplaySummary.combine([a, other])
+
+
+def test_summary_names_the_heap_app_its_already_sent_refers_to() -> None:
+    """Acknowledgements are per Heap app: the summary says which app "already sent" was counted for
+    (an app id, not personal data), through XCom and over a day's shards."""
+    a = ReplaySummary("p", DAY.as_dict(), read=2, already_sent=2, app_id="1234567890", shard="1/2")
+    b = ReplaySummary("p", DAY.as_dict(), read=1, sent=1, app_id="1234567890", shard="2/2")
+    assert a.as_dict()["app_id"] == "1234567890"
+    assert ReplaySummary.from_dict(a.as_dict()) == a
+    assert ReplaySummary.combine([a, b]).app_id == "1234567890"
+    assert "Heap app" in a.table() and "1234567890" in a.table()
+    unknown = ReplaySummary("p", DAY.as_dict(), dry_run=True)
+    assert "any (no app id given)" in unknown.table()

@@ -107,7 +107,11 @@ def build_dag(pipeline: Pipeline) -> DAG:
                 **arguments, shards=pipeline.shards, map_index_template="{{ shard_label }}"
             ).expand(shard=list(range(pipeline.shards)))
             ReplaySummaryOperator(
-                task_id="summary", pipeline=pipeline.name, summaries=shards.output, shards=pipeline.shards
+                task_id="summary",
+                pipeline=pipeline.name,
+                summaries=shards.output,
+                shards=pipeline.shards,
+                max_invalid_ratio=pipeline.max_invalid_ratio,
             )
     return dag
 

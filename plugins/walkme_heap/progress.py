@@ -9,11 +9,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from walkme_heap.summary import ReplaySummary
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 10.0  # at most one line this often while a run goes on
+
+
+@dataclass
+class _Periodic:
+    every: float
+    action: Callable[[], None]
+    last: float
 
 
 class Progress:
@@ -35,12 +43,23 @@ class Progress:
         self.summary, self.pending, self.fraction = summary, pending, fraction
         self.every, self.clock = every, clock
         self.started = self.last = clock()
+        self._also: list[_Periodic] = []
+
+    def also_every(self, seconds: float, action: Callable[[], None]) -> None:
+        """Run ``action`` from ``tick`` too, at most every ``seconds`` (the run record's heartbeat):
+        ticks come after each acknowledged batch and while waiting for the limits."""
+        self._also.append(_Periodic(seconds, action, self.clock()))
 
     def elapsed(self) -> float:
         return self.clock() - self.started
 
     def tick(self) -> None:
-        if self.clock() - self.last >= self.every:
+        now = self.clock()
+        for periodic in self._also:
+            if now - periodic.last >= periodic.every:
+                periodic.last = now
+                periodic.action()
+        if now - self.last >= self.every:
             self.log()
 
     def log(self) -> None:

@@ -32,6 +32,7 @@ from walkme_heap.heap_api import (
     MAX_EVENTS_PER_REQUEST,
 )
 from walkme_heap.ledger import Ledger
+from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.mapping.columns import bind_columns
 from walkme_heap.mapping.mapper import Mapper
 from walkme_heap.mapping.spec import MappingSpec
@@ -54,7 +55,15 @@ class ReplayError(RuntimeError):
 
 
 class DeliveryError(ReplayError):
-    """Heap did not acknowledge a batch within the retry budget, or refused the request."""
+    """Heap did not acknowledge a batch within the retry budget, or refused the request.
+
+    ``retryable`` is False when a later try cannot succeed as configured (a redirect, 401/403/404,
+    a refusal of every event): the task fails without Airflow retries.
+    """
+
+    def __init__(self, message: str, summary: ReplaySummary, *, retryable: bool = True) -> None:
+        super().__init__(message, summary)
+        self.retryable = retryable
 
 
 class TooManyInvalid(ReplayError):
@@ -80,6 +89,12 @@ class ReplayOptions:
     progress_seconds: float = PROGRESS_SECONDS  # at most one progress line this often
     clock: Callable[[], float] = time.monotonic  # pacing, retries and progress (tests inject one)
     sleep: Callable[[float], None] = time.sleep
+    # The Heap app whose acknowledgements count as "already sent" when there is no client (a dry
+    # run: the connection's app); with a client, the client's. None in a dry run: any app's.
+    app_id: str | None = None
+    # A running record without a heartbeat this long is abandoned (Airflow's task heartbeat
+    # timeout: the operator passes the configured one); the run beats every fifth of it.
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT
 
 
 class _Run:
@@ -136,6 +151,7 @@ class _Run:
             holder=self.run_token,
             retry_seconds=options.retry.max_seconds,
             clock=options.clock,
+            per_identity=options.identity_limit is not None,
         )
         return Outbox(
             client,
@@ -167,8 +183,8 @@ class _Run:
             self._chunk(chunk, mapper)
         try:
             self.outbox.finish()
-        except Undelivered as exc:  # caused by RetriesExhausted or HeapRefused
-            raise DeliveryError(str(exc), summary) from exc.__cause__
+        except Undelivered as exc:  # caused by RetriesExhausted, HeapRefused or lasting 429s
+            raise DeliveryError(str(exc), summary, retryable=exc.retryable) from exc.__cause__
         self.progress.log()
         summary.invalid = +summary.invalid
         summary.skipped = +summary.skipped
@@ -210,7 +226,7 @@ class _Run:
         try:
             self.outbox.put(new.events)
         except Undelivered as exc:
-            raise DeliveryError(str(exc), self.summary) from exc.__cause__
+            raise DeliveryError(str(exc), self.summary, retryable=exc.retryable) from exc.__cause__
 
 
 def replay(
@@ -224,10 +240,14 @@ def replay(
     ledger: Ledger | None = None,
     dead_letters: DeadLetters | None = None,
 ) -> ReplaySummary:
-    """Replay one window. Raises DeliveryError (Heap did not acknowledge) or TooManyInvalid."""
+    """Replay one window. Raises DeliveryError (Heap did not acknowledge) or TooManyInvalid; any
+    other error (a ledger write that failed after Heap answered ...) is raised as it came."""
     options = options or ReplayOptions()
     if client is None and not options.dry_run:
         raise ValueError("a Heap client is needed unless dry_run is set")
+    if client is not None and options.app_id not in (None, client.app_id):
+        raise ValueError(f"options.app_id {options.app_id!r} is not the client's app {client.app_id!r}")
+    app_id = client.app_id if client is not None else options.app_id
     log.info(
         "pipeline '%s'%s: replaying %s (%s .. %s)%s%s",
         pipeline,
@@ -240,15 +260,33 @@ def replay(
     )
     acknowledged = np.empty(0, dtype=np.uint64)
     if ledger is not None and not options.force:  # a dry run reads it too, for honest counts
-        acknowledged = ledger.acks.acknowledged(pipeline, window.days())
+        # Per app: Heap accepts any app id silently, and what one app holds is not in another.
+        acknowledged = ledger.acks.acknowledged(pipeline, window.days(), app_id=app_id)
+        log.info(
+            "already sent: what the ledger holds for %s",
+            f"Heap app {app_id}" if app_id is not None else "any Heap app (no app id given)",
+        )
     if options.dry_run:  # a dry run writes nothing: no ledger rows, no dead letters
         client, ledger = None, None
         if dead_letters is not None:
             dead_letters.discard()
             dead_letters = None
     run = _Run(pipeline, source, spec, window, client, options, ledger, dead_letters, acknowledged)
+    run.summary.app_id = app_id
     runs = ledger.runs if ledger is not None else None
-    record = runs.start(pipeline, window, options.run_id, run.summary.shard) if runs is not None else None
+    record = None
+    if runs is not None:
+        runs.abandon_stale(options.heartbeat_timeout)  # records of tries that died (earlier ones of this)
+        record = runs.start(pipeline, window, options.run_id, run.summary.shard)
+
+        def heartbeat() -> None:
+            """Best effort: the acknowledgements, not the heartbeat, must be written, and fail loudly."""
+            try:
+                runs.heartbeat(record)
+            except Exception as exc:
+                log.warning("run record %d: heartbeat not written (%s: %s)", record, type(exc).__name__, exc)
+
+        run.progress.also_every(options.heartbeat_timeout / 5, heartbeat)
     try:
         summary = run.run()
         if run.new_events.seen.spilled:
@@ -261,13 +299,24 @@ def replay(
         if dead_letters is not None:
             dead_letters.discard()
         if runs is not None and record is not None:
-            runs.finish(record, "failed", run.summary.as_dict(), None, str(exc))
+            try:  # on a fresh connection if this error broke the ledger's
+                runs.finish_failed(record, run.summary.as_dict(), str(exc))
+            except Exception as failure:  # never instead of the run's own error
+                log.warning(
+                    "run record %d could not be marked failed (%s: %s); it stays 'running' until a "
+                    "later run finds it abandoned",
+                    record,
+                    type(failure).__name__,
+                    failure,
+                )
         raise
     finally:
         run.new_events.close()
     location = dead_letters.commit() if dead_letters is not None else None
     summary.dead_letters = location
-    message = _too_many_invalid(summary, options.max_invalid_ratio, location)
+    # A shard is not judged alone: rows without an identity all land in shard 1. The day's summary
+    # task applies the bound to the day.
+    message = "" if options.shard else too_many_invalid(summary, options.max_invalid_ratio, location)
     if runs is not None and record is not None:
         runs.finish(record, "failed" if message else "success", summary.as_dict(), location, message)
     if message:
@@ -275,7 +324,7 @@ def replay(
     return summary
 
 
-def _too_many_invalid(summary: ReplaySummary, max_ratio: float, dead_letters: str | None) -> str:
+def too_many_invalid(summary: ReplaySummary, max_ratio: float, dead_letters: str | None) -> str:
     """The failure message when more rows than ``max_ratio`` were invalid or rejected, else ""."""
     bad = summary.total_invalid + summary.total_rejected
     if not summary.read or bad / summary.read <= max_ratio:

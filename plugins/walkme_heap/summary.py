@@ -31,6 +31,9 @@ class ReplaySummary:
     seconds: float = 0.0
     dead_letters: str | None = None
     shard: str | None = None  # "2/4" for one shard of a day; None for a whole window
+    # The Heap app sent to, whose acknowledgements "already sent" counts (acknowledgements are per
+    # app); None in a dry run that knows no app: then any app's. An app id, not personal data.
+    app_id: str | None = None
 
     @property
     def total_invalid(self) -> int:
@@ -81,6 +84,7 @@ class ReplaySummary:
             "seconds": round(self.seconds, 3),
             "dead_letters": self.dead_letters,
             "shard": self.shard,
+            "app_id": self.app_id,
         }
 
     @classmethod
@@ -115,6 +119,7 @@ class ReplaySummary:
             seconds=float(data.get("seconds") or 0.0),
             dead_letters=data.get("dead_letters"),
             shard=data.get("shard"),
+            app_id=data.get("app_id"),
         )
 
     @classmethod
@@ -146,6 +151,7 @@ class ReplaySummary:
         letters = sorted({p.dead_letters for p in parts if p.dead_letters})
         total.dead_letters = "; ".join(letters) or None
         total.shard = f"{len(parts)} shards"
+        total.app_id = ", ".join(sorted({p.app_id for p in parts if p.app_id})) or None
         return total
 
     def table(self) -> str:
@@ -154,6 +160,7 @@ class ReplaySummary:
         rows: list[tuple[str, Any]] = [
             ("pipeline", self.pipeline),
             ("window", f"{self.window['start']} .. {self.window['end']}"),
+            ("Heap app", self.app_id or "any (no app id given)"),
             ("files/queries", self.origins),
             *([("shard", self.shard)] if self.shard else []),
             ("rows read", self.read),

@@ -31,7 +31,10 @@ def test_the_stored_hash_format_is_pinned(tmp_path: Path) -> None:
     ledger.acks.record("p", "run-1", _events(KEYS), "app")
     ((day, events, blob),) = ledger.database.fetch("SELECT day, events, hashes FROM walkme_heap_acks")
     assert (day, events, bytes(blob)) == ("2024-03-10", 2, GOLDEN_BLOB)
-    assert ledger.acks.acknowledged("p", DAY.days()).tolist() == [0x5A6769B33B471622, 0xCBDBF71C3CCFA940]
+    assert ledger.acks.acknowledged("p", DAY.days(), app_id="app").tolist() == [
+        0x5A6769B33B471622,
+        0xCBDBF71C3CCFA940,
+    ]
 
 
 def test_a_batch_is_stored_per_event_day(tmp_path: Path) -> None:
@@ -39,8 +42,21 @@ def test_a_batch_is_stored_per_event_day(tmp_path: Path) -> None:
     ledger.acks.record("p", "run-1", _events(KEYS[:1]) + _events(KEYS[1:], "2024-03-11"), "app")
     rows = ledger.database.fetch("SELECT day, events FROM walkme_heap_acks ORDER BY day")
     assert rows == [("2024-03-10", 1), ("2024-03-11", 1)]
-    assert len(ledger.acks.acknowledged("p", DAY.days())) == 1
-    assert ledger.acks.acknowledged("other", DAY.days()).dtype == np.uint64
+    assert len(ledger.acks.acknowledged("p", DAY.days(), app_id="app")) == 1
+    assert ledger.acks.acknowledged("other", DAY.days(), app_id="app").dtype == np.uint64
+
+
+def test_acknowledgements_are_per_heap_app(tmp_path: Path) -> None:
+    """Heap accepts any app id silently: after the connection is pointed at another app (or a wrong
+    id is corrected), what the first app acknowledged must not count as sent to the second."""
+    ledger = Ledger.sqlite(str(tmp_path / "ledger.db"))
+    ledger.acks.record("p", "run-1", _events(KEYS[:1]), "app-a")
+    ledger.acks.record("p", "run-2", _events(KEYS[1:]), "app-b")
+    assert ledger.acks.acknowledged("p", DAY.days(), app_id="app-a").tolist() == [0x5A6769B33B471622]
+    assert ledger.acks.acknowledged("p", DAY.days(), app_id="app-b").tolist() == [0xCBDBF71C3CCFA940]
+    assert len(ledger.acks.acknowledged("p", DAY.days(), app_id="app-c")) == 0
+    # No app given (a dry run without a Heap connection): what any app acknowledged.
+    assert len(ledger.acks.acknowledged("p", DAY.days(), app_id=None)) == 2
 
 
 # What the first version of the ledger created (walkme-heap c6e80b4): no app_id or acked_epoch in
@@ -114,12 +130,15 @@ def test_a_ledger_of_an_older_version_opens_and_keeps_what_it_holds(old_ledger) 
     kind, connect = old_ledger
     ledger = Ledger(connect, "?" if kind == "sqlite" else "%s")
     try:
-        # What the old version acknowledged still counts: nothing of that day is sent again.
-        assert ledger.acks.acknowledged("p", DAY.days()).tolist() == [0x5A6769B33B471622, 0xCBDBF71C3CCFA940]
+        # What the old version acknowledged still counts, and for every app (it did not say which
+        # app acknowledged it): nothing of that day is sent again, into any app, without force.
+        legacy = [0x5A6769B33B471622, 0xCBDBF71C3CCFA940]
+        for app in ("app", "another-app", None):
+            assert ledger.acks.acknowledged("p", DAY.days(), app_id=app).tolist() == legacy
         # The columns added since are there, and every store works on the old tables.
         ledger.acks.record("p", "new-run", _events(["wmh1-" + "0" * 32]), "app")
-        assert len(ledger.acks.acknowledged("p", DAY.days())) == 3
-        assert ledger.acks.recent_usage("app", 60.0, exclude_run="other") == 1
+        assert len(ledger.acks.acknowledged("p", DAY.days(), app_id="app")) == 3
+        assert len(ledger.acks.acknowledged("p", DAY.days(), app_id="another-app")) == 2
         record = ledger.runs.start("p", DAY, "new-run", "1/2")
         ledger.runs.finish(record, "success", {"read": 1, "sent": 1}, None)
         assert [(r["window_label"], r["shard"], r["status"]) for r in ledger.runs.latest()] == [

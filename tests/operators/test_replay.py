@@ -6,6 +6,7 @@ is raised as itself, so Airflow retries it, and the retry resumes from the ledge
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from tests.helpers import DATA, configure, dead_letters, received, run_records, stats
+from tests.helpers import DATA, DAY, configure, dead_letters, received, run_records, stats
 from walkme_heap.emulator import HeapEmulator
-from walkme_heap.home import default_home
+from walkme_heap.home import default_home, default_ledger_path
 from walkme_heap.ledger import Ledger
 from walkme_heap.operators.replay import WalkMeToHeapOperator
 from walkme_heap.replay import DeliveryError
@@ -41,6 +42,14 @@ def operator(**arguments: Any) -> WalkMeToHeapOperator:
 
 def ledger() -> Ledger:
     return Ledger.sqlite(str(default_home() / "ledger.db"))
+
+
+def point_heap_at(emulator: HeapEmulator, monkeypatch: pytest.MonkeyPatch, app_id: str) -> None:
+    """``heap_default`` with another app id (the connection pointed elsewhere, or a wrong id fixed)."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HEAP_DEFAULT",
+        json.dumps({"conn_type": "heap", "host": emulator.url, "login": app_id}),
+    )
 
 
 def test_too_many_invalid_rows_fail_without_retry_after_sending_every_valid_event(
@@ -151,3 +160,42 @@ def test_configuration_problems_fail_without_retry_before_anything_is_sent(
     with pytest.raises(AirflowFailException, match=message):
         operator(**changes).execute(context(**params))
     assert stats(heap_connection).get("requests", 0) == 0
+
+
+def test_acknowledgements_are_per_heap_app_and_a_dry_run_counts_for_the_connections_app(
+    heap_connection: HeapEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dry run makes no client, yet its "already sent" is for the app the Heap connection names;
+    with no Heap connection defined, for any app, and the log says so. A real run into another app
+    sends everything again (Heap accepts any app id silently)."""
+    caplog.set_level("INFO")
+    assert operator().execute(context())["sent"] == 5  # into test-app
+    dry = operator().execute(context(dry_run=True))
+    assert (dry["sent"], dry["already_sent"], dry["app_id"]) == (0, 5, "test-app")
+    point_heap_at(heap_connection, monkeypatch, "other-app")
+    dry = operator().execute(context(dry_run=True))
+    assert (dry["sent"], dry["already_sent"], dry["app_id"]) == (5, 0, "other-app")
+    monkeypatch.delenv("AIRFLOW_CONN_HEAP_DEFAULT")
+    dry = operator().execute(context(dry_run=True))
+    assert (dry["sent"], dry["already_sent"], dry["app_id"]) == (0, 5, None)
+    assert "already sent: what the ledger holds for any Heap app (no app id given)" in caplog.text
+    point_heap_at(heap_connection, monkeypatch, "other-app")
+    summary = operator().execute(context())
+    assert (summary["sent"], summary["already_sent"], summary["app_id"]) == (5, 0, "other-app")
+    assert {e["app_id"] for e in received(heap_connection)} == {"test-app", "other-app"}
+
+
+@pytest.mark.parametrize(("timeout", "status"), [(None, "running"), ("60", "abandoned")])
+def test_a_dead_tries_run_record_is_abandoned_after_airflows_task_heartbeat_timeout(
+    heap_connection: HeapEmulator, monkeypatch: pytest.MonkeyPatch, timeout: str | None, status: str
+) -> None:
+    """A try that died two minutes ago left its record ``running``: the next try marks it
+    ``abandoned`` once it is older than ``[scheduler] task_instance_heartbeat_timeout`` (Airflow's
+    default 300 s leaves it alone; 60 s does not)."""
+    if timeout is not None:
+        monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", timeout)
+    dead = Ledger.sqlite(str(default_ledger_path()), clock=lambda: time.time() - 120)
+    dead.runs.start("p", DAY, "manual__test")
+    dead.close()
+    operator().execute(context())
+    assert [r["status"] for r in run_records(ledger(), "p")] == ["success", status]

@@ -2,8 +2,9 @@
 
 Three stores over one database (``database.py``), a module each:
 
-- ``acks.py``: the idempotency keys Heap acknowledged, per pipeline and event day (exactly once);
-- ``runs.py``: one record per run (status, counts, dead letters), for the replay report;
+- ``acks.py``: the idempotency keys Heap acknowledged, per pipeline, Heap app and event day (exactly
+  once);
+- ``runs.py``: one record per run (status, counts, dead letters, heartbeat), for the replay report;
 - ``budget.py``: reservations of each Heap app's rate budget, shared by every run into the app.
 
 ``open_ledger`` is the one way a task and the report find the ledger.

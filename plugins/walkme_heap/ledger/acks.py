@@ -1,9 +1,10 @@
 """What Heap acknowledged: the idempotency keys of every acknowledged batch, per pipeline and UTC day.
 
 One row per acknowledged batch and event day holds the 64-bit hashes of the batch's keys (8 bytes
-an event, little-endian: ``encode_hashes``). It is written right after Heap acknowledges each
-batch, so a run killed at any moment loses at most the batch in flight (Heap drops that repeat by
-key). A run loads the hashes of its window's days once and filters each chunk against them.
+an event, little-endian: ``encode_hashes``) and the Heap app that acknowledged them. It is written
+right after Heap acknowledges each batch, so a run killed at any moment loses at most the batch in
+flight (Heap drops that repeat by key). A run loads the hashes its app holds for its window's days
+once and filters each chunk against them.
 
 The stored format is pinned by a golden test: changing it would make every existing ledger miss
 and every day be sent again.
@@ -55,15 +56,24 @@ class Acknowledgements:
         self.database = database
         self.clock = clock
 
-    def acknowledged(self, pipeline: str, days: Iterable[date]) -> np.ndarray:
-        """Sorted hashes of every event acknowledged for these days."""
+    def acknowledged(self, pipeline: str, days: Iterable[date], *, app_id: str | None) -> np.ndarray:
+        """Sorted hashes of every event Heap app ``app_id`` acknowledged for these days.
+
+        Per app, because Heap accepts any app id silently: what one app holds is not in another.
+        Rows of versions that did not record the app (NULL) count for every app, so an upgrade
+        never sends a day twice into the app it went to. ``app_id=None`` (a dry run that knows no
+        app): what any app acknowledged.
+        """
         labels = [d.isoformat() for d in days]
         if not labels:
             return np.empty(0, dtype=np.uint64)
         marks = ", ".join("?" for _ in labels)
-        rows = self.database.fetch(
-            f"SELECT hashes FROM {TABLE.name} WHERE pipeline = ? AND day IN ({marks})", [pipeline, *labels]
-        )
+        text = f"SELECT hashes FROM {TABLE.name} WHERE pipeline = ? AND day IN ({marks})"
+        params: list[Any] = [pipeline, *labels]
+        if app_id is not None:
+            text += " AND (app_id = ? OR app_id IS NULL)"
+            params.append(app_id)
+        rows = self.database.fetch(text, params)
         if not rows:
             return np.empty(0, dtype=np.uint64)
         return np.unique(np.concatenate([decode_hashes(blob) for (blob,) in rows]))
@@ -85,19 +95,11 @@ class Acknowledgements:
                     [pipeline, day, run_id, app_id, stamp, now, len(keys), encode_hashes(keys)],
                 )
 
-    def recent_usage(self, app_id: str, seconds: float, exclude_run: str | None) -> int:
-        """Events other runs recorded as acknowledged by this Heap app in the last ``seconds``."""
+    def sent_per_day(self) -> list[tuple[str, str, str | None, int]]:
+        """(pipeline, event day, Heap app, events it acknowledged), from the acknowledgements
+        themselves: a day sent into two apps is two entries (None: a version that kept no app)."""
         rows = self.database.fetch(
-            f"SELECT sum(events) FROM {TABLE.name} WHERE app_id = ? AND acked_epoch > ? "
-            "AND (run_id IS NULL OR run_id <> ?)",
-            [app_id, self.clock() - seconds, exclude_run or ""],
+            f"SELECT pipeline, day, app_id, sum(events) FROM {TABLE.name} GROUP BY pipeline, day, app_id "
+            "ORDER BY pipeline, day, app_id"
         )
-        return int(rows[0][0] or 0)
-
-    def sent_per_day(self) -> list[tuple[str, str, int]]:
-        """(pipeline, event day, events Heap acknowledged), from the acknowledgements themselves."""
-        rows = self.database.fetch(
-            f"SELECT pipeline, day, sum(events) FROM {TABLE.name} GROUP BY pipeline, day "
-            "ORDER BY pipeline, day"
-        )
-        return [(str(p), str(d), int(n)) for p, d, n in rows]
+        return [(str(p), str(d), None if a is None else str(a), int(n)) for p, d, a, n in rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,15 +104,29 @@ class LedgerDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """The lock held, committed at the end, rolled back on any error."""
+        """The lock held, committed at the end, rolled back on any error.
+
+        The error is what propagates: a connection that cannot even roll back (its session was
+        killed, the database went away) is dropped, and the next statement opens a new one.
+        """
         with self.lock:
             try:
                 yield
                 self.connection.commit()
             except BaseException:
                 if self._connection is not None:
-                    self._connection.rollback()
+                    try:
+                        self._connection.rollback()
+                    except Exception:
+                        self.discard()
                 raise
+
+    def discard(self) -> None:
+        """Drop the connection without using it again (it is broken): the next use opens a new one."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with suppress(Exception):  # closing a broken connection may fail too; nothing to keep
+                connection.close()
 
     def fetch(self, text: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self.transaction():

@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import BaseOperator, conf
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 from walkme_heap.config import (
     DEFAULT_HEAP_CONN_ID,
@@ -25,6 +25,7 @@ from walkme_heap.home import default_dead_letters
 from walkme_heap.hooks.connections import AirflowConnections
 from walkme_heap.hooks.heap import HeapHook
 from walkme_heap.ledger import Ledger, open_ledger
+from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.links import ReplayReportLink
 from walkme_heap.mapping.columns import MissingColumnsError
 from walkme_heap.mapping.spec import MappingSpec
@@ -38,6 +39,12 @@ from walkme_heap.window import Window, resolve_window
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+def task_heartbeat_timeout() -> float:
+    """Airflow's ``[scheduler] task_instance_heartbeat_timeout``: a try silent for that long is
+    failed by the scheduler, so a run record without a heartbeat for as long is abandoned."""
+    return conf.getfloat("scheduler", "task_instance_heartbeat_timeout", fallback=HEARTBEAT_TIMEOUT)
 
 
 class WalkMeToHeapOperator(BaseOperator):
@@ -65,7 +72,8 @@ class WalkMeToHeapOperator(BaseOperator):
         pipeline and window. Default ``$AIRFLOW_HOME/walkme_heap/dead_letters``. Templated.
     :param dead_letters_conn_id: an Airflow connection for an object-storage dead-letter location.
     :param max_invalid_ratio: fail the task (after every valid event is sent) when more than this
-        share of the rows read were invalid or rejected.
+        share of the rows read were invalid or rejected. A shard's task does not judge it: the day's
+        summary task does (rows without an identity all land in one shard).
     :param dry_run: map and count without any HTTP call or write; the ``dry_run`` param also turns it
         on. Templated.
     :param force: send the whole window again, ignoring the ledger (Heap drops the repeats by key);
@@ -136,6 +144,7 @@ class WalkMeToHeapOperator(BaseOperator):
                 run_id=context.get("run_id"),
                 row_limit=row_limit(params.get("limit")),
                 shard=Shard.of(self.shard, self.shards),
+                heartbeat_timeout=task_heartbeat_timeout(),
             )
         except ConfigError as exc:  # its message names the pipeline and the key
             raise AirflowFailException(str(exc)) from None
@@ -157,6 +166,16 @@ class WalkMeToHeapOperator(BaseOperator):
             identity_limit=settings.identity_rate_limit,
             retry=replace(options.retry, max_seconds=settings.retry_max_seconds),
         )
+
+    def _dry_run_app(self, options: ReplayOptions) -> ReplayOptions:
+        """A dry run makes no client, yet its "already sent" is for the app the Heap connection
+        names (acknowledgements are per app); without that connection, any app's."""
+        try:
+            connection = HeapHook.get_connection(self.heap_conn_id)
+        except AirflowNotFoundException:
+            self.log.info("Heap connection '%s' is not defined: any app's count as sent", self.heap_conn_id)
+            return options
+        return replace(options, app_id=(connection.login or "").strip() or None)  # as HeapClient reads it
 
     def _ledger(self, connections: AirflowConnections) -> Ledger:
         try:
@@ -188,6 +207,8 @@ class WalkMeToHeapOperator(BaseOperator):
         try:
             if not options.dry_run:
                 client, options = self._heap(options)
+            else:
+                options = self._dry_run_app(options)
             dead_letters = None if options.dry_run else self._dead_letters(window, shard, connections)
             summary = replay(
                 self.pipeline,
@@ -220,7 +241,9 @@ class WalkMeToHeapOperator(BaseOperator):
         if isinstance(exc, TooManyInvalid):
             self.log.error("%s: replay finished with too many bad rows\n%s", where, exc.summary.table())
             return AirflowFailException(f"{where}: {exc}")
-        if isinstance(exc, DeliveryError):  # Heap may answer later: retried, resuming from the ledger
+        if isinstance(exc, DeliveryError):
             self.log.error("%s: summary so far:\n%s", where, exc.summary.table())
-            return DeliveryError(f"{where}: {exc}", exc.summary)
+            if not exc.retryable:  # a redirect, 401/403/404, every event refused: fix the setup first
+                return AirflowFailException(f"{where}: {exc}")
+            return DeliveryError(f"{where}: {exc}", exc.summary)  # Heap may answer later: retried
         return exc

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from walkme_heap.replay import too_many_invalid
 from walkme_heap.summary import ReplaySummary
 
 if TYPE_CHECKING:
@@ -17,23 +18,29 @@ if TYPE_CHECKING:
 class ReplaySummaryOperator(BaseOperator):
     """Add up the summaries of a window's shards (the mapped replay task's return values).
 
-    Fails when a shard's summary is missing or the day's counts do not reconcile (every row read is
-    sent, already sent, skipped, invalid or rejected). Returns the day's summary (XCom).
+    Fails when a shard's summary is missing, the day's counts do not reconcile (every row read is
+    sent, already sent, skipped, invalid or rejected), or more of the day's rows than
+    ``max_invalid_ratio`` were invalid or rejected (judged here, on the day: a shard holds all the
+    rows without an identity, so its own share says nothing). Returns the day's summary (XCom).
 
     :param pipeline: the pipeline's name, for messages.
     :param summaries: the shards' summaries: the mapped replay task's output (``replay.output``),
         which Airflow hands over as one list. Templated.
     :param shards: how many shards the window was split into; that many summaries are expected.
+    :param max_invalid_ratio: the largest share of the day's rows that may be invalid or rejected.
     """
 
     template_fields: Sequence[str] = ("summaries",)
     ui_color = "#f0ecff"
 
-    def __init__(self, *, pipeline: str, summaries: Any, shards: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *, pipeline: str, summaries: Any, shards: int, max_invalid_ratio: float = 0.1, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.pipeline = pipeline
         self.summaries = summaries
         self.shards = shards
+        self.max_invalid_ratio = max_invalid_ratio
 
     def execute(self, context: Context) -> dict[str, Any]:
         parts = [ReplaySummary.from_dict(s) for s in list(self.summaries or []) if s]
@@ -51,4 +58,8 @@ class ReplaySummaryOperator(BaseOperator):
             raise AirflowFailException(
                 f"{where}: the shards' counts do not reconcile: {total.unaccounted} rows unaccounted"
             )
+        letters = sorted({p.dead_letters for p in parts if p.dead_letters})
+        message = too_many_invalid(total, self.max_invalid_ratio, ", ".join(letters) or None)
+        if message:
+            raise AirflowFailException(f"{where}: {message}")
         return total.as_dict()
