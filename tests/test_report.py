@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.request import urlopen
+from typing import Any
+from urllib.error import HTTPError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
 
 import pytest
+from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+from airflow.api_fastapi.core_api.security import get_user
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from tests.helpers import DATA, free_port
+from walkme_heap import report
+from walkme_heap.dag_factory import build_dags
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.emulator import HeapEmulator
@@ -29,6 +45,7 @@ from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.window import resolve_window
 
 SPEC = MappingSpec(event_name=EventNameSpec(event_type="complete"))
+VIEWER = SimpleAuthManagerUser(username="viewer", role="viewer")
 
 
 def populate(home: Path, pipeline: str = "e2e", ledger_file: str = "ledger.db") -> None:
@@ -72,11 +89,23 @@ def report_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def test_report_page_and_api(report_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastapi.testclient import TestClient
+def client_as(
+    user: SimpleAuthManagerUser | None = VIEWER,
+    auth_manager: SimpleAuthManager | None = None,
+    app: FastAPI | None = None,
+) -> TestClient:
+    """The report app for ``user`` (None: nobody logged in), as Airflow's API server would have
+    authenticated them; the tokens themselves are checked against the real API server below."""
+    app = app or create_app()
+    if user is not None:
+        app.dependency_overrides[get_user] = lambda: user
+    app.dependency_overrides[report.auth_manager] = lambda: auth_manager or SimpleAuthManager()
+    return TestClient(app)
 
+
+def test_report_page_and_api(report_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
-    client = TestClient(create_app())
+    client = client_as()
     data = client.get("/api/days", params={"pipeline": "e2e"}).json()
     (day,) = data["days"]
     assert (
@@ -89,7 +118,7 @@ def test_report_page_and_api(report_home: Path, monkeypatch: pytest.MonkeyPatch)
         day["skipped"],
     ) == ("2024-03-10", "success", 10, 0, 5, 2, 3)
     assert day["dead_letters"].endswith("/e2e/2024-03-10.jsonl")
-    assert data["sent_per_day"] == [{"pipeline": "e2e", "day": "2024-03-10", "events": 5}]
+    assert data["sent_per_day"] == [{"pipeline": "e2e", "day": "2024-03-10", "app_id": "app", "events": 5}]
     page = client.get("/report", params={"pipeline": "e2e", "day": "2024-03-10"}).text
     assert '<tr id="day-e2e-2024-03-10" class="selected">' in page
     assert '<td data-col="already_sent">5</td>' in page and "<svg" in page
@@ -116,8 +145,6 @@ def test_each_pipelines_own_ledger_is_read(
     report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pipeline with its own ``ledger_conn_id`` is reported from that ledger, beside the default."""
-    from fastapi.testclient import TestClient
-
     team_home = tmp_path / "team"
     populate(team_home, pipeline="team", ledger_file="team.db")
     monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
@@ -125,7 +152,7 @@ def test_each_pipelines_own_ledger_is_read(
     monkeypatch.setenv(
         "AIRFLOW_CONN_TEAM_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(team_home / "team.db")})
     )
-    client = TestClient(create_app())
+    client = client_as()
     data = client.get("/api/days").json()
     assert {d["pipeline"] for d in data["days"]} == {"e2e", "e2e_sharded", "team", "team_sharded"}
     (team,) = [d for d in data["days"] if d["pipeline"] == "team"]
@@ -143,11 +170,9 @@ def test_two_connections_that_are_not_defined_are_one_ledger(
     report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both fall back to the embedded SQLite file: it is read once, its events counted once."""
-    from fastapi.testclient import TestClient
-
     monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
     monkeypatch.setenv("WALKME_HEAP_CONFIG", str(_team_config(tmp_path, "not_defined_either")))
-    data = TestClient(create_app()).get("/api/days").json()
+    data = client_as().get("/api/days").json()
     assert len(data["ledgers"]) == 1
     assert [(d["pipeline"], d["events"]) for d in data["sent_per_day"]] == [("e2e", 5), ("e2e_sharded", 5)]
 
@@ -155,12 +180,10 @@ def test_two_connections_that_are_not_defined_are_one_ledger(
 def test_a_ledger_that_cannot_be_read_is_an_error_not_an_empty_report(
     report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fastapi.testclient import TestClient
-
     monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
     monkeypatch.setenv("WALKME_HEAP_CONFIG", str(_team_config(tmp_path, "team_ledger")))
     monkeypatch.setenv("AIRFLOW_CONN_TEAM_LEDGER", json.dumps({"conn_type": "fs"}))  # not SQL
-    client = TestClient(create_app())
+    client = client_as()
     response = client.get("/api/days")
     assert response.status_code == 503
     assert response.json() == {
@@ -169,6 +192,10 @@ def test_a_ledger_that_cannot_be_read_is_an_error_not_an_empty_report(
     }
     page = client.get("/report")
     assert page.status_code == 503 and "The report is not available: the ledger connection" in page.text
+    outsider = client_as(auth_manager=DagAuthManager({"walkme_to_heap_other"}))  # may read neither
+    for path in ("/api/days", "/report"):
+        response = outsider.get(path)  # not told why the ledger cannot be read
+        assert response.status_code == 403 and "team_ledger" not in response.text
     (tmp_path / "unreadable.db").write_text("not a database")
     monkeypatch.setenv(
         "AIRFLOW_CONN_TEAM_LEDGER",
@@ -193,22 +220,154 @@ def test_a_ledger_that_cannot_be_read_is_an_error_not_an_empty_report(
 def test_without_the_pipelines_file_the_page_says_which_ledger_it_shows(
     report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fastapi.testclient import TestClient
-
     monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
     monkeypatch.setenv("WALKME_HEAP_CONFIG", str(tmp_path / "missing.yaml"))
-    data = TestClient(create_app()).get("/api/days", params={"pipeline": "e2e"}).json()
+    data = client_as().get("/api/days", params={"pipeline": "e2e"}).json()
     assert [d["window_label"] for d in data["days"]] == ["2024-03-10"]
     (notice,) = data["notices"]
     assert "could not be read, so only the ledger of connection 'walkme_heap_ledger' is shown" in notice
-    page = TestClient(create_app()).get("/report").text
+    page = client_as().get("/report").text
     assert '<p class="notice">The pipelines file' in page
+
+
+class DagAuthManager(SimpleAuthManager):
+    """An auth manager that lets its users read the DAGs in ``readable`` only, and records what it
+    was asked (the simple auth manager cannot restrict a user to some DAGs)."""
+
+    def __init__(self, readable: set[str]) -> None:
+        super().__init__()
+        self.readable = readable
+        self.asked: set[str] = set()
+
+    def is_authorized_dag(
+        self, *, method: Any, user: Any, access_entity: Any = None, details: Any = None
+    ) -> bool:
+        self.asked.add(details.id)
+        return method == "GET" and details.id in self.readable
+
+
+def test_without_login_the_page_and_the_api_refuse(
+    report_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    client = client_as(user=None)  # Airflow's own token check: no cookie, no bearer header
+    response = client.get("/api/days", params={"pipeline": "e2e"})
+    assert (response.status_code, response.json()) == (401, {"detail": "Not authenticated"})
+    page = client.get("/report", params={"pipeline": "e2e", "day": "2024-03-10"})
+    assert page.status_code == 401 and "day-e2e" not in page.text
+    assert 'href="/auth/login?next=http%3A%2F%2Ftestserver%2Freport%3Fpipeline%3De2e' in page.text
+
+
+def test_a_user_sees_only_the_pipelines_whose_dag_they_may_read(
+    report_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    manager = DagAuthManager({"walkme_to_heap_e2e"})
+    client = client_as(auth_manager=manager)
+    data = client.get("/api/days").json()
+    assert {d["pipeline"] for d in data["days"]} == {"e2e"}
+    assert data["sent_per_day"] == [{"pipeline": "e2e", "day": "2024-03-10", "app_id": "app", "events": 5}]
+    # each pipeline's DAG as the DAG factory names it: the configured ones and those in the ledger
+    in_ledger = {"walkme_to_heap_e2e", "walkme_to_heap_e2e_sharded"}
+    assert in_ledger <= set(build_dags(DATA / "e2e" / "pipelines.yaml"))
+    assert manager.asked == set(build_dags()) | in_ledger
+    page = client.get("/report").text
+    assert '<tr id="day-e2e-2024-03-10">' in page and "e2e_sharded" not in page
+    refused = client.get("/api/days", params={"pipeline": "e2e_sharded"})
+    assert refused.status_code == 403 and "walkme_to_heap_e2e_sharded" in refused.json()["detail"]
+    page = client.get("/report", params={"pipeline": "e2e_sharded", "day": "2024-03-10"})
+    assert page.status_code == 403 and "day-e2e" not in page.text
+    assert "You may not read the DAG walkme_to_heap_e2e_sharded" in page.text
+
+    nothing = client_as(auth_manager=DagAuthManager(set()))
+    assert nothing.get("/api/days").status_code == 403
+    page = nothing.get("/report")
+    assert page.status_code == 403 and "day-e2e" not in page.text and "Ledger:" not in page.text
+
+
+def _open_files(path: Path) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd) == str(path)
+    return count
+
+
+@pytest.fixture
+def ledger_connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The databases SQLite connections are opened to, from now on."""
+    opened: list[str] = []
+    connect = sqlite3.connect
+
+    def counting(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(str(database))
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", counting)
+    return opened
+
+
+def test_the_ledger_is_opened_once_for_the_apps_lifetime(
+    report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_connects: list[str]
+) -> None:
+    home = shutil.copytree(report_home, tmp_path / "walkme_heap")  # a file no other test's app has open
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(home))
+    ledger_file = home / "ledger.db"
+    with client_as() as client:  # runs the app's lifespan, as the API server does
+        for _ in range(3):
+            assert client.get("/api/days").status_code == 200
+        assert client.get("/report", params={"pipeline": "e2e"}).status_code == 200
+        assert ledger_connects.count(str(ledger_file)) == 1
+        assert _open_files(ledger_file) == 1  # kept open between requests
+    assert _open_files(ledger_file) == 0  # closed when the API server stops
+
+
+def test_concurrent_requests_share_the_ledger(
+    report_home: Path, monkeypatch: pytest.MonkeyPatch, ledger_connects: list[str]
+) -> None:
+    """FastAPI answers on a pool of threads, and a SQLite connection belongs to the thread that opened it."""
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    client = client_as()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.get("/api/days"), range(24)))
+    assert [a.status_code for a in answers] == [200] * 24, answers[0].text
+    assert {len(a.json()["days"]) for a in answers} == {3}
+    assert ledger_connects.count(str(report_home / "ledger.db")) == 1
+
+
+def test_a_ledger_that_failed_is_opened_afresh(
+    report_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ledger_connects: list[str]
+) -> None:
+    team_file = tmp_path / "team.db"
+    team_file.write_text("not a database")
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(report_home))
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(_team_config(tmp_path, "team_ledger")))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_TEAM_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(team_file)})
+    )
+    client = client_as()
+    assert client.get("/api/days").status_code == 503
+    populate(tmp_path / "team", pipeline="team", ledger_file="team.db")
+    os.replace(tmp_path / "team" / "team.db", team_file)  # a new file: an old connection would not see it
+    for _ in range(2):
+        data = client.get("/api/days").json()
+        assert "team" in {d["pipeline"] for d in data["days"]}
+    assert len([c for c in ledger_connects if str(team_file) in c]) == 2  # failed once, opened afresh once
+
+
+# The API server's users (simple auth manager): a viewer may read every DAG; a user without a role is
+# authenticated but may read none.
+PASSWORDS = {"viewer": "viewer-password", "nobody": "nobody-password"}
 
 
 @pytest.fixture(scope="module")
 def api_server(report_home: Path, airflow_db: Path) -> Iterator[str]:
-    """Airflow's own API server, with this project's plugin, on a free loopback port."""
+    """Airflow's own API server, with this project's plugin and the simple auth manager's users, on a
+    free loopback port."""
     port = free_port()
+    passwords = report_home.parent / "passwords.json"
+    passwords.write_text(json.dumps(PASSWORDS))
     log = open(report_home.parent / "api-server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
@@ -223,7 +382,14 @@ def api_server(report_home: Path, airflow_db: Path) -> Iterator[str]:
             "--workers",
             "1",
         ],
-        env={**os.environ, "WALKME_HEAP_HOME": str(report_home)},
+        env={
+            **os.environ,
+            "WALKME_HEAP_HOME": str(report_home),
+            "AIRFLOW__CORE__AUTH_MANAGER": f"{SimpleAuthManager.__module__}.{SimpleAuthManager.__name__}",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "viewer:viewer,nobody:",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -232,7 +398,7 @@ def api_server(report_home: Path, airflow_db: Path) -> Iterator[str]:
         deadline = time.monotonic() + 120
         while True:
             try:
-                urlopen(f"{url}/walkme-heap/api/days", timeout=2).read()
+                urlopen(f"{url}/api/v2/monitor/health", timeout=2).read()
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
@@ -247,6 +413,92 @@ def api_server(report_home: Path, airflow_db: Path) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """GET ``url``: the status and the body, also of a refusal."""
+    try:
+        with urlopen(Request(url, headers=headers or {}), timeout=30) as response:
+            return response.status, response.read().decode()
+    except HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def shows_runs(body: str) -> bool:
+    """Whether a page or JSON answer shows run records (a row of the table, or the API's days)."""
+    return 'data-col="' in body or '"days"' in body
+
+
+def log_in(api_server: str, username: str) -> str:
+    """A token for ``username`` as the Airflow UI gets one: ``POST /auth/token`` with the password."""
+    body = json.dumps({"username": username, "password": PASSWORDS[username]}).encode()
+    request = Request(f"{api_server}/auth/token", body, {"Content-Type": "application/json"}, method="POST")
+    with urlopen(request, timeout=30) as response:
+        assert response.status == 201
+        return json.load(response)["access_token"]
+
+
+def test_the_api_server_refuses_the_report_without_login(api_server: str) -> None:
+    page = f"{api_server}/walkme-heap/report?pipeline=e2e&day=2024-03-10"
+    api = f"{api_server}/walkme-heap/api/days?pipeline=e2e"
+    status, body = fetch(api)
+    assert (status, json.loads(body)) == (401, {"detail": "Not authenticated"})
+    status, body = fetch(page)
+    assert status == 401 and not shows_runs(body)
+    assert f'href="/auth/login?next={quote(page, safe="")}"' in body
+    for forged in ({"Authorization": "Bearer forged"}, {"Cookie": f"{COOKIE_NAME_JWT_TOKEN}=forged"}):
+        for url in (api, page):
+            status, body = fetch(url, forged)
+            assert status in (401, 403) and not shows_runs(body), (forged, url, body)
+
+
+def test_a_logged_in_user_reads_the_report_in_the_api_server_if_they_may_read_the_dag(
+    api_server: str,
+) -> None:
+    viewer = log_in(api_server, "viewer")
+    status, body = fetch(
+        f"{api_server}/walkme-heap/api/days?pipeline=e2e", {"Authorization": f"Bearer {viewer}"}
+    )
+    assert status == 200, body
+    (day,) = json.loads(body)["days"]
+    assert (day["window_label"], day["sent"], day["already_sent"]) == ("2024-03-10", 0, 5)
+    status, body = fetch(f"{api_server}/walkme-heap/report", {"Cookie": f"{COOKIE_NAME_JWT_TOKEN}={viewer}"})
+    assert status == 200 and '<tr id="day-e2e-2024-03-10">' in body
+
+    nobody = log_in(api_server, "nobody")  # authenticated, but may read no DAG
+    for path in ("/walkme-heap/api/days", "/walkme-heap/api/days?pipeline=e2e", "/walkme-heap/report"):
+        status, body = fetch(f"{api_server}{path}", {"Authorization": f"Bearer {nobody}"})
+        assert status == 403 and not shows_runs(body), (path, body)
+
+
+class _CookieSetter(BaseHTTPRequestHandler):
+    """Puts a token in the browser's ``_token`` cookie, as the Airflow UI's login does, then sends the
+    browser on to ``/go?<url>``. Cookies are per host, not per port: the API server receives it."""
+
+    token = ""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header(
+            "Set-Cookie", f"{COOKIE_NAME_JWT_TOKEN}={self.token}; Path=/; HttpOnly; SameSite=Lax"
+        )
+        self.send_header("Location", self.path.partition("?")[2])
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def browser_login(api_server: str) -> Iterator[str]:
+    """A URL prefix that logs the browser in as the viewer and then opens the URL appended to it."""
+    handler = type("ViewerCookie", (_CookieSetter,), {"token": log_in(api_server, "viewer")})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/go?"
+    server.shutdown()
+    server.server_close()
 
 
 def chromium() -> str:
@@ -271,9 +523,11 @@ BROWSER_FLAGS = [
 
 
 @pytest.mark.e2e
-def test_the_report_in_the_airflow_ui_shows_the_days_counts(api_server: str, tmp_path: Path) -> None:
+def test_the_report_in_the_airflow_ui_shows_the_days_counts(
+    api_server: str, browser_login: str, tmp_path: Path
+) -> None:
     browser = chromium()
-    page = f"{api_server}/walkme-heap/report?pipeline=e2e&day=2024-03-10"
+    page = browser_login + f"{api_server}/walkme-heap/report?pipeline=e2e&day=2024-03-10"
     profile = tmp_path / "profile"
     dom = subprocess.run(
         [browser, *BROWSER_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page],

@@ -1,4 +1,8 @@
-"""The replay task's extra link: this run's day in the replay report."""
+"""The replay task's extra link: this run's day in the replay report, and where the report is served.
+
+The prefix lives here, not in ``report.py``: the operator (so every DAG parse and task) imports this
+module, and the report app imports Airflow's API security, which only the API server needs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from urllib.parse import urlencode
 
 from airflow.sdk import BaseOperatorLink
 
-from walkme_heap.report import URL_PREFIX
+URL_PREFIX = "/walkme-heap"  # the report app's mount point in the API server
 
 
 class ReplayReportLink(BaseOperatorLink):

@@ -3,79 +3,178 @@
 Per pipeline and window: the newest run's status and counts from the ledger (read, sent, already
 sent, invalid, rejected, skipped), when it ran, and where its dead letters are; and a chart of the
 events Heap acknowledged per day. The ledgers are those the configured pipelines write (each one's
-``ledger_conn_id``), opened as the replay tasks open them; the page names them. A ledger that
-cannot be read makes the page say so (HTTP 503), never an empty report.
+``ledger_conn_id``), opened as the replay tasks open them, once for the app's lifetime; the page
+names them. A ledger that cannot be read makes the page say so (HTTP 503), never an empty report.
 
 ``/walkme-heap/report?pipeline=...&day=...`` highlights one day (the replay task's "Replay report"
 link points there); ``/walkme-heap/api/days`` is the same as JSON.
+
+Access: Airflow does not authenticate a plugin's app, and the report shows run errors (which may
+quote Heap's answers) and dead-letter locations. Both routes take the user from Airflow's own
+dependency (``GetUserDep``: the ``_token`` cookie the UI's login sets, or an ``Authorization: Bearer``
+token), so nobody logged in gets 401; and show only the pipelines whose DAG Airflow's auth manager
+lets that user read. A pipeline asked for by name that the user may not read is 403, and so is the
+whole report for a user who may read none of the pipelines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
-from collections.abc import Sequence
-from typing import Any
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Query
-from fastapi.responses import HTMLResponse, JSONResponse
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.configuration import conf
+from airflow.models.dag import DagModel
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from walkme_heap.config import DEFAULT_LEDGER_CONN_ID, ConfigError, config_path, load_pipelines
+from walkme_heap.config import DEFAULT_LEDGER_CONN_ID, ConfigError, Pipeline, config_path, load_pipelines
 from walkme_heap.connections import Connections, UnusableConnection
 from walkme_heap.hooks.connections import AirflowConnections
 from walkme_heap.ledger import Ledger, open_ledger
+from walkme_heap.operators.replay import task_heartbeat_timeout
 
-URL_PREFIX = "/walkme-heap"
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ReportUnavailable(RuntimeError):
     """A ledger the replays write cannot be read: the report says so instead of showing nothing."""
 
 
-def open_ledgers(connections: Connections) -> tuple[list[Ledger], list[str]]:
-    """The ledgers the configured pipelines write (each pipeline's ``ledger_conn_id``), opened the
-    way the replay tasks open them, and notices for the page (what could not be known)."""
-    notices: list[str] = []
+@dataclass(frozen=True)
+class Configuration:
+    """The configured pipelines, the ledgers they write, and what the page must say about them."""
+
+    pipelines: list[Pipeline]
+    ledger_conn_ids: list[str]
+    notices: list[str] = field(default_factory=list)
+
+
+def read_configuration() -> Configuration:
+    """The pipelines file as the replay tasks read it; without it, the default ledger only."""
     try:
-        conn_ids = sorted({p.ledger_conn_id for p in load_pipelines()})
+        pipelines = load_pipelines()
     except ConfigError as exc:
-        conn_ids = [DEFAULT_LEDGER_CONN_ID]
-        notices.append(
+        notice = (
             f"The pipelines file ({config_path()}) could not be read, so only the ledger of "
             f"connection '{DEFAULT_LEDGER_CONN_ID}' is shown: {exc}"
         )
-    ledgers: dict[str, Ledger] = {}  # by location: undefined connections share the embedded file
-    try:
+        return Configuration([], [DEFAULT_LEDGER_CONN_ID], [notice])
+    return Configuration(pipelines, sorted({p.ledger_conn_id for p in pipelines}))
+
+
+@dataclass(frozen=True)
+class LedgerRecords:
+    """What the ledgers hold, before anything is left out for the user who asked."""
+
+    runs: list[dict[str, Any]]
+    sent: list[tuple[str, str, str | None, int]]  # (pipeline, day, Heap app, events)
+    ledgers: list[str]  # each ledger's description, for the page
+
+    @property
+    def pipelines(self) -> set[str]:
+        return {run["pipeline"] for run in self.runs} | {sent[0] for sent in self.sent}
+
+
+class LedgerReader:
+    """The report's ledgers: opened once and kept for the app's lifetime, read on a thread of their own.
+
+    One thread, because a SQLite connection may only be used by the thread that opened it while the
+    API server answers on a pool of threads; it also keeps each ledger to one connection, used by one
+    read at a time. Each read still resolves the ledgers' connections (no database is opened for that),
+    so a pipeline or connection defined since is seen; a ledger already open at that location is
+    reused. A ledger whose read fails is closed, and opened afresh by the next read.
+    """
+
+    def __init__(self, connections: Callable[[], Connections] = AirflowConnections) -> None:
+        self._connections = connections
+        self._lock = threading.Lock()  # guards _executor
+        self._executor: ThreadPoolExecutor | None = None
+        self._open: dict[str, Ledger] = {}  # by location; used on the reader thread only
+
+    def read(self, conn_ids: Sequence[str]) -> LedgerRecords:
+        """Every run record and events-sent count of the ledgers of ``conn_ids``."""
+        return self._on_reader_thread(self._read, conn_ids)
+
+    def close(self) -> None:
+        """Close every open ledger (when the API server stops); a later read opens them again."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.submit(self._close_all).result()
+            executor.shutdown()
+
+    def _on_reader_thread(self, function: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="walkme-heap-report-ledgers")
+            future = self._executor.submit(function, *args)
+        return future.result()
+
+    def _read(self, conn_ids: Sequence[str]) -> LedgerRecords:
+        runs: list[dict[str, Any]] = []
+        sent: list[tuple[str, str, str | None, int]] = []
+        ledgers = self._ledgers(conn_ids)
+        for description, ledger in ledgers:
+            try:
+                runs += ledger.runs.latest(task_heartbeat_timeout())
+                sent += ledger.acks.sent_per_day()
+            except Exception as exc:  # a database that cannot be reached or read: say which
+                with suppress(Exception):  # a broken connection may not even close; it is dropped
+                    ledger.close()  # the next read opens it afresh
+                raise ReportUnavailable(f"the ledger ({description}) cannot be read: {exc}") from None
+        return LedgerRecords(runs, sent, [description for description, _ in ledgers])
+
+    def _ledgers(self, conn_ids: Sequence[str]) -> list[tuple[str, Ledger]]:
+        """The open ledger of each connection, with its description as of now (undefined connections
+        share the embedded file: one ledger)."""
+        connections = self._connections()
+        ledgers: dict[str, tuple[str, Ledger]] = {}
         for conn_id in conn_ids:
-            ledger = open_ledger(conn_id, connections)
-            if ledger.location in ledgers:
-                ledger.close()
-            else:
-                ledgers[ledger.location] = ledger
-    except Exception as exc:
+            try:
+                ledger = open_ledger(conn_id, connections)
+            except Exception as exc:
+                problem = (
+                    f"the ledger {exc}"
+                    if isinstance(exc, UnusableConnection)
+                    else f"a ledger cannot be opened: {exc}"
+                )
+                raise ReportUnavailable(problem) from None
+            kept = self._open.setdefault(ledger.location, ledger)
+            if kept is not ledger:
+                ledger.close()  # never connected: the one open at that location serves
+            ledgers.setdefault(ledger.location, (ledger.description, kept))
+        return list(ledgers.values())
+
+    def _close_all(self) -> None:
+        ledgers, self._open = self._open, {}
         for ledger in ledgers.values():
-            ledger.close()
-        problem = (
-            f"the ledger {exc}"
-            if isinstance(exc, UnusableConnection)
-            else f"a ledger cannot be opened: {exc}"
-        )
-        raise ReportUnavailable(problem) from None
-    return list(ledgers.values()), notices
+            try:
+                ledger.close()
+            except Exception as exc:  # the others are closed all the same
+                log.warning("replay report: closing the ledger (%s) failed: %s", ledger.description, exc)
 
 
-def report_data(ledgers: Sequence[Ledger], pipeline: str | None = None) -> dict[str, Any]:
-    """Runs and events sent per day from every ledger, of one pipeline or all."""
-    runs: list[dict[str, Any]] = []
-    sent: list[tuple[str, str, int]] = []
-    for ledger in ledgers:
-        try:
-            runs += ledger.runs.latest()
-            sent += ledger.acks.sent_per_day()
-        except Exception as exc:  # a database that cannot be reached or read: say which
-            raise ReportUnavailable(f"the ledger ({ledger.description}) cannot be read: {exc}") from None
+def report_data(records: LedgerRecords, shown: Collection[str]) -> dict[str, Any]:
+    """The newest run per pipeline, day and shard, and the events sent per day, of the pipelines
+    ``shown``."""
     newest: dict[tuple[str, str, str], dict[str, Any]] = {}  # one row per day and shard
-    for run in runs:
-        if pipeline in (None, "", run["pipeline"]):
+    for run in records.runs:
+        if run["pipeline"] in shown:
             key = (run["pipeline"], run["window_label"], run.get("shard") or "")
             if key not in newest or run["started_at"] > newest[key]["started_at"]:
                 newest[key] = run
@@ -85,10 +184,64 @@ def report_data(ledgers: Sequence[Ledger], pipeline: str | None = None) -> dict[
     return {
         "days": runs,
         "sent_per_day": [
-            {"pipeline": p, "day": d, "events": n} for p, d, n in sorted(sent) if pipeline in (None, "", p)
+            {"pipeline": p, "day": d, "app_id": a, "events": n}
+            for p, d, a, n in sorted(records.sent, key=lambda s: (s[0], s[1], s[2] or ""))
+            if p in shown
         ],
-        "ledgers": [ledger.description for ledger in ledgers],
+        "ledgers": records.ledgers,
     }
+
+
+def auth_manager() -> BaseAuthManager:
+    """Airflow's auth manager (a dependency of its own, so a test can put another in its place)."""
+    return get_auth_manager()
+
+
+AuthManagerDep = Annotated[BaseAuthManager, Depends(auth_manager)]
+NONE_READABLE = "You may read none of the replay pipelines' DAGs."
+
+
+class Access:
+    """Which pipelines a user may see: those whose DAG Airflow's auth manager lets them read (GET),
+    asked as Airflow's own DAG list asks it (``filter_authorized_dag_ids``, by team in multi-team mode).
+    """
+
+    def __init__(self, user: BaseUser, manager: BaseAuthManager, pipelines: Sequence[Pipeline]) -> None:
+        self.user = user
+        self.manager = manager
+        self.configured = {p.name: p.dag_id for p in pipelines}
+        self.decided: dict[str, bool] = {}  # by DAG id: one question per DAG and request
+
+    def dag_id(self, pipeline: str) -> str:
+        """The pipeline's DAG: the DAG factory's ``Pipeline.dag_id``; for a pipeline only the ledger
+        still knows, the id the factory gives that name."""
+        return self.configured.get(pipeline) or f"walkme_to_heap_{pipeline}"
+
+    def readable(self, pipelines: Iterable[str]) -> set[str]:
+        dag_ids = {name: self.dag_id(name) for name in pipelines}
+        undecided = sorted(set(dag_ids.values()) - set(self.decided))
+        if undecided:
+            teams = (
+                DagModel.get_dag_id_to_team_name_mapping(undecided)
+                if conf.getboolean("core", "multi_team")
+                else {}
+            )
+            by_team: dict[str | None, set[str]] = defaultdict(set)
+            for dag_id in undecided:
+                by_team[teams.get(dag_id)].add(dag_id)
+            allowed: set[str] = set()
+            for team, team_dag_ids in by_team.items():
+                allowed |= self.manager.filter_authorized_dag_ids(
+                    dag_ids=team_dag_ids, user=self.user, method="GET", team_name=team
+                )
+            self.decided.update({dag_id: dag_id in allowed for dag_id in undecided})
+        return {name for name, dag_id in dag_ids.items() if self.decided[dag_id]}
+
+    def require(self, pipeline: str) -> None:
+        if not self.readable([pipeline]):
+            raise HTTPException(
+                403, f"You may not read the DAG {self.dag_id(pipeline)}, so not the replays of '{pipeline}'."
+            )
 
 
 def _chart(sent: list[dict[str, Any]]) -> str:
@@ -102,7 +255,8 @@ def _chart(sent: list[dict[str, Any]]) -> str:
     for i, s in enumerate(sent):
         h = round((height - 2 * pad) * s["events"] / top)
         x, y = pad + i * (bar + 4), height - pad - h
-        label = html.escape(f"{s['pipeline']} {s['day']}: {s['events']} events")
+        app = f" into app {s['app_id']}" if s["app_id"] else ""
+        label = html.escape(f"{s['pipeline']} {s['day']}: {s['events']} events{app}")
         bars.append(
             f'<rect x="{x}" y="{y}" width="{bar}" height="{h}" fill="#5b4bc4"><title>{label}</title>'
             f'</rect><text x="{x}" y="{height - pad + 14}" font-size="10">{html.escape(s["day"][5:])}'
@@ -173,37 +327,88 @@ td[data-col=status] {{ text-transform: uppercase; }} td[data-col=dead_letters] {
 def _page(message: str) -> str:
     return (
         '<!doctype html><html><head><meta charset="utf-8"><title>WalkMe to Heap replays</title></head>'
-        f"<body><h1>WalkMe to Heap replays</h1><p>The report is not available: {html.escape(message)}</p>"
-        "</body></html>"
+        f"<body><h1>WalkMe to Heap replays</h1><p>{message}</p></body></html>"
     )
 
 
-def create_app() -> FastAPI:
-    """The report's routes; every request reads the ledgers afresh."""
-    app = FastAPI(title="WalkMe to Heap replay report")
+def _refusal(request: Request, exc: StarletteHTTPException) -> str:
+    """The page's answer to a refusal: the reason, and for nobody logged in, a way to log in."""
+    if exc.status_code != 401:
+        return _page(html.escape(str(exc.detail)))
+    manager = request.app.dependency_overrides.get(auth_manager, auth_manager)()
+    login = manager.get_url_login(next_url=str(request.url))
+    return _page(
+        f"The report is for logged-in Airflow users ({html.escape(str(exc.detail))}): "
+        f'<a href="{html.escape(login)}">log in</a>.'
+    )
 
-    def read(pipeline: str | None) -> tuple[dict[str, Any], list[str]]:
-        ledgers, notices = open_ledgers(AirflowConnections())
+
+def create_app(reader: LedgerReader | None = None) -> FastAPI:
+    """The report's routes. The ledgers are read through one ``LedgerReader``, closed when the API
+    server stops (it runs the lifespan of each plugin app)."""
+    reader = reader or LedgerReader()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(reader.close)
+
+    app = FastAPI(title="WalkMe to Heap replay report", lifespan=lifespan)
+
+    def read(
+        user: BaseUser, manager: BaseAuthManager, pipeline: str | None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The report ``user`` may see. Why a ledger cannot be read (which may name database hosts) is
+        told only to a user who may read the pipeline asked for, or one of the configured ones (to
+        any logged-in user when the API server has no pipelines file: who may read what is not known)."""
+        config = read_configuration()
+        access = Access(user, manager, config.pipelines)
+        if pipeline:
+            access.require(pipeline)
         try:
-            data = report_data(ledgers, pipeline)
-        finally:
-            for ledger in ledgers:
-                ledger.close()
-        return {**data, "notices": notices}, notices
+            records = reader.read(config.ledger_conn_ids)
+        except ReportUnavailable:
+            if not pipeline and config.pipelines and not access.readable(p.name for p in config.pipelines):
+                raise HTTPException(403, NONE_READABLE) from None
+            raise
+        if pipeline:
+            shown = {pipeline}
+        else:
+            names = records.pipelines | {p.name for p in config.pipelines}
+            shown = access.readable(names)
+            if names and not shown:
+                raise HTTPException(403, NONE_READABLE)
+        return {**report_data(records, shown), "notices": config.notices}, config.notices
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, exc: StarletteHTTPException) -> Response:
+        """The page refuses with a page; the API as Airflow's API does (JSON ``detail``)."""
+        if request.url.path.endswith("/report") and exc.status_code in (401, 403):
+            return HTMLResponse(_refusal(request, exc), status_code=exc.status_code, headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.get("/api/days", response_model=None)
-    def days(pipeline: str | None = Query(None)) -> dict[str, Any] | JSONResponse:
+    def days(
+        user: GetUserDep, manager: AuthManagerDep, pipeline: str | None = Query(None)
+    ) -> dict[str, Any] | JSONResponse:
         try:
-            return read(pipeline)[0]
+            return read(user, manager, pipeline)[0]
         except ReportUnavailable as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
 
     @app.get("/report", response_class=HTMLResponse)
-    def report(pipeline: str | None = Query(None), day: str | None = Query(None)) -> HTMLResponse:
+    def report(
+        user: GetUserDep,
+        manager: AuthManagerDep,
+        pipeline: str | None = Query(None),
+        day: str | None = Query(None),
+    ) -> HTMLResponse:
         try:
-            data, notices = read(pipeline)
+            data, notices = read(user, manager, pipeline)
         except ReportUnavailable as exc:
-            return HTMLResponse(_page(str(exc)), status_code=503)
+            return HTMLResponse(
+                _page(f"The report is not available: {html.escape(str(exc))}"), status_code=503
+            )
         return HTMLResponse(render(data, pipeline, day, notices))
 
     return app
