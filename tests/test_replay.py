@@ -511,3 +511,25 @@ def test_row_limit_reads_only_that_many_rows(emulator, day, tmp_path, pipeline) 
     store = Ledger.sqlite(str(tmp_path / "ledger.db"))
     summary = run(emulator, store, day, tmp_path, pipeline, row_limit=150)
     assert summary.read == 150 and summary.sent + summary.total_invalid + summary.total_skipped == 150
+
+
+def test_a_rerun_that_only_reads_still_heartbeats(
+    emulator, day, tmp_path: Path, pipeline: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-run of a day already sent sends nothing, so no batch ticks the progress: reading each
+    chunk does, so a long read of what needs no sending is not taken for a dead try."""
+    store = Ledger.sqlite(str(tmp_path / "ledger.db"))
+    run(emulator, store, day, tmp_path, pipeline)
+    ticking = FakeClock()
+
+    def clock() -> float:  # ten seconds pass between any two looks at the clock
+        ticking.advance(10.0)
+        return ticking.monotonic()
+
+    beats: list[int] = []
+    heartbeat = store.runs.heartbeat
+    monkeypatch.setattr(store.runs, "heartbeat", lambda record: (beats.append(record), heartbeat(record)))
+    again = run(emulator, store, day, tmp_path, pipeline, clock=clock, heartbeat_timeout=30.0)
+    assert (again.sent, again.already_sent) == (0, 400)
+    assert len(beats) >= 4  # 406 rows in chunks of 100: a beat per chunk at this pace
+    store.close()

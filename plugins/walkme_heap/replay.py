@@ -211,6 +211,7 @@ class _Run:
                 return
 
     def _chunk(self, chunk: Chunk, mapper: Mapper) -> None:
+        self.progress.tick()  # also while reading what needs no sending (the run record's heartbeat)
         if self.options.shard is not None:
             chunk = self.options.shard.own_rows(chunk, mapper.bound.roles.get("identity"))
         self.summary.read += len(chunk.frame) + len(chunk.malformed)

@@ -113,25 +113,25 @@ class FakeBudget:
         self.clock, self.limit = clock, limit
         self.stamps: list[tuple[float, int]] = []  # (when, events) of every reservation
         self.calls: list[str] = []
+        self.resized: list[dict[int, int]] = []  # each take's events per identity hash
 
     def used(self) -> int:
         return sum(n for t, n in self.stamps if t > self.clock() - WINDOW_SECONDS)
 
-    def reserve(self, wanted: int) -> tuple[int, float]:
-        granted = max(0, min(wanted, self.limit - self.used()))
-        self.calls.append(f"reserve {wanted}->{granted}")
-        if granted:
-            self.stamps.append((self.clock(), granted))
-            return granted, 0.0
-        return 0, self.stamps[0][0] + WINDOW_SECONDS - self.clock()
-
     def others(self) -> dict:
         return {}
 
-    def resize(self, used: int, identities: dict[int, int] | None = None) -> None:
-        self.calls.append(f"resize {used}")
-        when, _ = self.stamps[-1]
-        self.stamps[-1] = (when, used)
+    def take(self, wanted: int, choose) -> tuple[int, float]:
+        granted = max(0, min(wanted, self.limit - self.used()))
+        if not granted:
+            self.calls.append(f"reserve {wanted}->0")
+            return 0, self.stamps[0][0] + WINDOW_SECONDS - self.clock()
+        taken, identities = choose(granted, self.others())
+        self.calls += [f"reserve {wanted}->{granted}", f"resize {taken}"]
+        self.resized.append(dict(identities))
+        if taken:
+            self.stamps.append((self.clock(), taken))
+        return taken, 0.0
 
     def acknowledged(self, events: int) -> None:
         self.calls.append("acknowledged")
@@ -165,14 +165,9 @@ class OthersBudget(FakeBudget):
     def __init__(self, clock: Clock, limit: int, others: dict[int, list[tuple[float, int]]]) -> None:
         super().__init__(clock, limit)
         self._others = others
-        self.resized: list[dict[int, int]] = []
 
     def others(self) -> dict:
         return self._others
-
-    def resize(self, used: int, identities: dict[int, int] | None = None) -> None:
-        super().resize(used, identities)
-        self.resized.append(dict(identities or {}))
 
 
 def test_an_identity_waits_for_what_another_run_sent_it() -> None:

@@ -134,15 +134,34 @@ def test_an_event_heap_names_is_sent_alone_then_the_others_together() -> None:
     assert len(heap.bodies) == 5  # batch, u3 alone, the rest, u700 alone, the rest
 
 
-def test_isolation_is_bounded_by_max_split_requests() -> None:
-    """A refusal naming an event every time (every event refused: an API change) costs at most
-    ``max_split_requests`` requests; the events not yet refused stay unsent, not rejected."""
-    items = [e for i in range(100) for e in events(f"u{i}", 1)]
-    heap = FakeHeap(poison={f"u{i}" for i in range(100)})
-    with pytest.raises(HeapRefused, match="max_split_requests") as info:
-        sender(heap, Clock(), max_split_requests=10).deliver(batch_of(items))
-    assert len(heap.bodies) == 11 and len(info.value.delivery.rejected) == 5
+def test_isolation_finds_a_few_percent_of_bad_events_in_a_batch() -> None:
+    """40 refused events in 1,000 (4%, within max_invalid_ratio): all isolated, the rest delivered
+    (a fixed cap of 64 requests failed this batch on every try)."""
+    items = [e for i in range(1000) for e in events(f"u{i}", 1)]
+    heap = FakeHeap(poison={f"u{i}" for i in range(0, 1000, 25)})
+    delivery = sender(heap, Clock()).deliver(batch_of(items))
+    assert len(delivery.rejected) == 40 and sum(len(b) for b in delivery.acknowledged) == 960
+    assert len(heap.bodies) == 1 + 2 * 40
+
+
+def test_isolation_is_bounded_when_heap_refuses_event_after_event() -> None:
+    """Every event refused, each named in turn (a change of Heap's API): isolation stops after room
+    for a tenth of the batch (200 requests for 1,000), not 2,000; the rest stays unsent."""
+    items = [e for i in range(1000) for e in events(f"u{i}", 1)]
+    heap = FakeHeap(poison={f"u{i}" for i in range(1000)})
+    with pytest.raises(HeapRefused, match=r"took 200 requests .* systematic refusal") as info:
+        sender(heap, Clock()).deliver(batch_of(items))
+    assert len(heap.bodies) == 201 and len(info.value.delivery.rejected) == 100
     assert info.value.delivery.acknowledged == []
+
+
+def test_a_single_event_refused_without_being_named_is_not_rejected() -> None:
+    """A one-event batch (a re-run's last new event) behind a WAF: not dead-lettered as refused by
+    Heap; the run stops with the page, the event unsent."""
+    heap = WallOfRefusals()
+    with pytest.raises(HeapRefused, match="single event without naming it") as info:
+        sender(heap, Clock()).deliver(batch_of(events("a", 1)))
+    assert info.value.delivery.rejected == [] and len(heap.bodies) == 1
 
 
 def test_one_retry_budget_for_a_batch_however_it_is_split() -> None:

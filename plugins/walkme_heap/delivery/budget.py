@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 WINDOW_SECONDS = RATE_WINDOW_SECONDS
 MARGIN_SECONDS = 0.25  # added to every window: clocks and network never line up exactly
 RESPONSE_SECONDS = 60.0  # how long one request may take to be answered (beyond its retry budget)
+UNLIMITED = 1 << 40  # the app "limit" of a run without one that still shares identities' usage
 
 
 @dataclass
@@ -81,27 +82,28 @@ class Usage(NamedTuple):
     identities: Mapping[int, list[tuple[float, int]]]
 
 
+# Picks the batch: given the room under the app's limit (> 0) and what other runs sent per identity,
+# returns (events taken, events per identity hash).
+Choose = Callable[[int, IdentityUsage], tuple[int, Mapping[int, int]]]
+
+
 class AppBudget(Protocol):
     """What the pacer needs from the app's budget."""
 
-    def reserve(self, wanted: int) -> tuple[int, float]:
-        """Take up to ``wanted`` events of budget: (granted, seconds until one more fits if 0)."""
-        ...
-
-    def others(self) -> IdentityUsage:
-        """Other runs' recent sends per identity hash, as of the last ``reserve``."""
-        ...
-
-    def resize(self, used: int, identities: Mapping[int, int] | None = None) -> None:
-        """The last reservation's events that will be sent (the rest goes back), per identity hash."""
+    def take(self, wanted: int, choose: Choose) -> tuple[int, float]:
+        """Call ``choose`` with up to ``wanted`` events of room and other runs' recent sends per
+        identity, and hold what it took (and its identities) until Heap answers: (taken, 0.0). With
+        no room ``choose`` is not called: (0, seconds until one more event fits). A shared budget
+        calls it while it holds the app's budget alone, so no other run picks from the same
+        identity usage at the same time."""
         ...
 
     def acknowledged(self, events: int) -> None:
-        """Heap answered a batch of ``events`` events of the last reservation."""
+        """Heap answered a batch of ``events`` events of the last take."""
         ...
 
     def release(self) -> None:
-        """The last reservation was not taken (Heap answered 429): what is not acknowledged goes back."""
+        """Heap throttled the last take (429): what it did not acknowledge goes back."""
         ...
 
 
@@ -122,26 +124,25 @@ class LocalBudget:
         """Events counted against the app now, besides this process's own window."""
         return 0
 
+    def _others(self) -> IdentityUsage:
+        """Other runs' recent sends per identity: none known to this process alone."""
+        return {}
+
     def _free_at(self, now: float, used: int) -> float:
         return self.window.free_at(1 + used, self.limit)
 
-    def reserve(self, wanted: int) -> tuple[int, float]:
+    def take(self, wanted: int, choose: Choose) -> tuple[int, float]:
         now = self.clock()
         self.window.prune(now)
         used = self._used(now)
         free = self.limit - self.window.total - used
         if free <= 0:
             return 0, max(0.0, self._free_at(now, used) - now)
-        return min(wanted, free), 0.0
-
-    def others(self) -> IdentityUsage:
-        """No other run is known to this process."""
-        return {}
-
-    def resize(self, used: int, identities: Mapping[int, int] | None = None) -> None:
-        """Nothing is held before Heap answers: only acknowledged events count."""
+        taken, _ = choose(min(wanted, free), self._others())
+        return taken, 0.0
 
     def acknowledged(self, events: int) -> None:
+        """Nothing is held before Heap answers: only acknowledged events count."""
         self.window.add(self.clock(), events)
 
     def release(self) -> None:
@@ -152,7 +153,8 @@ class ObservedBudget(LocalBudget):
     """This process's window plus other runs' recent acknowledgements (asked at most once a second).
 
     ``usage(seconds)`` answers what other runs sent into the app in the last ``seconds``;
-    ``record(events, identities)`` tells them what Heap acknowledged to this one.
+    ``record(events, identities)`` tells them what Heap acknowledged to this one. Without a lock,
+    two runs may pick the same identity at the same moment: the reason ``ReservedBudget`` exists.
     """
 
     def __init__(
@@ -178,17 +180,23 @@ class ObservedBudget(LocalBudget):
     def _used(self, now: float) -> int:
         return self._observed(now).events
 
-    def others(self) -> IdentityUsage:
+    def _others(self) -> IdentityUsage:
         asked, value = self._asked
         return _local(value.identities, asked)
 
-    def resize(self, used: int, identities: Mapping[int, int] | None = None) -> None:
-        self._identities = identities or {}
+    def take(self, wanted: int, choose: Choose) -> tuple[int, float]:
+        def chosen(room: int, others: IdentityUsage) -> tuple[int, Mapping[int, int]]:
+            taken, identities = choose(room, others)
+            self._identities = identities
+            return taken, identities
+
+        return super().take(wanted, chosen)
 
     def acknowledged(self, events: int) -> None:
         super().acknowledged(events)
         if self.record is not None:
             self.record(events, self._identities)
+        self._identities = {}  # a take's identities once, with its first acknowledged batch
 
     def _free_at(self, now: float, used: int) -> float:
         # Others' usage is read again every second; their sends may expire before ours.
@@ -199,9 +207,12 @@ class ObservedBudget(LocalBudget):
 class ReservedBudget:
     """The app's budget shared through the ledger: reserved before each batch, settled on answer.
 
-    A reservation not yet answered counts as if sent ``in_flight`` seconds from now: as long as its
-    batch may be retried. A run that dies keeps its reservations until they expire, so a retry on
-    another worker cannot exceed the limit.
+    The batch is chosen while the app's budget is held alone (``Reservations.reserve`` calls
+    ``choose`` inside its transaction), with every other run's reservations and their identities
+    in view, so no two runs pick from the same room or the same identity's. A reservation not yet
+    answered counts as if sent ``in_flight`` seconds from now: as long as its batch may be retried.
+    A run that dies keeps its reservations until they expire, so a retry on another worker cannot
+    exceed the limit.
     """
 
     def __init__(
@@ -221,42 +232,38 @@ class ReservedBudget:
         self.per_identity = per_identity  # share per-identity usage (off without an identity limit)
         self.window = WINDOW_SECONDS + MARGIN_SECONDS
         self._reservation: tuple[int, int] | None = None  # (id, events)
-        self._acknowledged = False
-        self._others: IdentityUsage = {}
+        self._acknowledged = 0  # events of the reservation Heap acknowledged so far
 
-    def reserve(self, wanted: int) -> tuple[int, float]:
-        granted, reservation, wait = self.store.reserve(
-            self.app_id, self.holder, wanted, self.limit, self.window, self.in_flight
+    def take(self, wanted: int, choose: Choose) -> tuple[int, float]:
+        now = self.clock()
+
+        def chosen(room: int, others: Mapping[int, list[tuple[float, int]]]) -> tuple[int, Mapping[int, int]]:
+            return choose(room, _local(others, now))
+
+        taken, reservation, wait = self.store.reserve(
+            self.app_id,
+            self.holder,
+            wanted,
+            self.limit,
+            self.window,
+            self.in_flight,
+            choose=chosen,
+            identities=self.per_identity,
         )
-        self._reservation = (reservation, granted) if reservation is not None else None
-        self._acknowledged = False
-        if granted and self.per_identity:
-            now = self.clock()
-            self._others = _local(self.store.usage(self.app_id, self.holder, self.window)[1], now)
-        return granted, wait
-
-    def others(self) -> IdentityUsage:
-        return self._others
-
-    def resize(self, used: int, identities: Mapping[int, int] | None = None) -> None:
-        if self._reservation is None:
-            return
-        reservation = self._reservation[0]
-        if not used:
-            self.store.settle(reservation, 0)
-            self._reservation = None
-        elif used != self._reservation[1] or identities:  # keeps its in-flight stamp until Heap answers
-            self.store.resize(reservation, used, identities)
-            self._reservation = (reservation, used)
+        self._reservation = (reservation, taken) if reservation is not None else None
+        self._acknowledged = 0
+        return taken, wait
 
     def acknowledged(self, events: int) -> None:
+        """The whole reservation counts from now (the rest of its batch is answered in a moment)."""
         if self._reservation is not None:
+            self._acknowledged += events
             self.store.settle(*self._reservation)
-            self._acknowledged = True
 
     def release(self) -> None:
-        if self._reservation is not None and not self._acknowledged:
-            self.store.settle(self._reservation[0], 0)
+        """Only what Heap acknowledged of the reservation stays (nothing: the row goes)."""
+        if self._reservation is not None:
+            self.store.settle(self._reservation[0], min(self._acknowledged, self._reservation[1]))
             self._reservation = None
 
 
@@ -270,10 +277,13 @@ def app_budget(
     clock: Callable[[], float] = time.monotonic,
     per_identity: bool = True,
 ) -> AppBudget | None:
-    """The budget a run into ``app_id`` keeps: None without a limit, shared when a ledger is kept
-    (``per_identity``: with each identity's usage, for runs that pace to the per-identity limit)."""
+    """The budget a run into ``app_id`` keeps: shared when a ledger is kept (``per_identity``: with
+    each identity's usage, for runs that pace to the per-identity limit); without an app limit, one
+    that shares only the identities' usage, or None when there is nothing to share."""
     if limit is None:
-        return None
+        if not per_identity or ledger is None or not app_id:
+            return None
+        limit = UNLIMITED
     if ledger is None or not app_id:
         return LocalBudget(limit, clock)
     store = ledger.budget

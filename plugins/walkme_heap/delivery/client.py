@@ -44,8 +44,9 @@ class HeapRequestError(RuntimeError):
 
     @property
     def rejects_content(self) -> bool:
-        """Heap refused what was sent (400, or a body too large): retrying the same is pointless."""
-        return self.status in (400, 413, 422)
+        """Heap refused what was sent (400, or a body too large): retrying the same is pointless.
+        (A 422 is not Heap's: Heap documents 400 for what it refuses.)"""
+        return self.status in (400, 413)
 
 
 def is_loopback(host: str) -> bool:

@@ -80,6 +80,7 @@ class Outbox:
         self.retry, self.clock, self.rng = retry, clock, random.random
         self._throttled_since: float | None = None  # the first 429 since the last acknowledgement
         self._throttled_in_a_row = 0
+        self._batch_sent = 0  # events of the batch being delivered that were acknowledged
 
     @property
     def pending(self) -> int:
@@ -99,11 +100,12 @@ class Outbox:
         self._send(wait=True)
 
     def _acknowledged(self, batch: Batch) -> None:
-        self.record(batch)
-        self.pacer.acknowledged(batch.events)
+        self.record(batch)  # in the ledger: sent, whatever fails next
         self.summary.sent += len(batch)
         self.summary.batches += 1
+        self._batch_sent += len(batch)
         self._throttled_since, self._throttled_in_a_row = None, 0
+        self.pacer.acknowledged(batch.events)
         self.progress()
 
     def _send(self, *, wait: bool) -> None:
@@ -116,6 +118,7 @@ class Outbox:
             for event in oversized:
                 self.outcomes.oversized(event, self.max_bytes)
             for position, batch in enumerate(batches):
+                self._batch_sent = 0
                 try:
                     delivery = self.sender.deliver(batch)
                 except Throttled as exc:
@@ -127,6 +130,10 @@ class Outbox:
                     self._settle(exc.delivery)
                     unsent = len(batch) - exc.delivery.settled() + len(_events(batches[position + 1 :]))
                     self._stop(exc, unsent + self.pacer.pending)
+                except Exception:  # the ledger or the budget failed: counted unsent, then raised
+                    later = len(_events(batches[position + 1 :]))
+                    self.summary.unsent = len(batch) - self._batch_sent + later + self.pacer.pending
+                    raise
                 self._settle(delivery)
 
     def _settle(self, delivery: Delivery) -> None:
@@ -141,7 +148,9 @@ class Outbox:
         self._throttled_in_a_row += 1
         if self._throttled_since is None:
             self._throttled_since = now
-        pause = exc.pause if exc.pause is not None else self.retry.backoff(self._throttled_in_a_row, self.rng)
+        # Full jitter may draw ~0: never less than the base after a 429, or the next POST goes at once.
+        backoff = max(self.retry.base_seconds, self.retry.backoff(self._throttled_in_a_row, self.rng))
+        pause = exc.pause if exc.pause is not None else backoff
         if now + pause - self._throttled_since > self.retry.max_seconds:
             self._stop(
                 exc,
@@ -172,7 +181,7 @@ def _unsettled(batch: Batch, delivery: Delivery) -> list[dict[str, Any]]:
     return [e for e in batch.events if e["idempotency_key"] not in settled]
 
 
-def mask_identity(event: dict[str, Any]) -> dict[str, Any]:
+def masked_for_log(event: dict[str, Any]) -> dict[str, Any]:
     """A copy safe for logs: identities and property values are personal data (a user variable may
     hold an e-mail address); names, types and lengths stay, to check the mapping."""
     identity = str(event.get("identity", ""))
@@ -205,4 +214,4 @@ class DryRunOutbox:
 
     def finish(self) -> None:
         for event in self.samples:
-            log.info("dry run sample payload: %s", orjson.dumps(mask_identity(event)).decode())
+            log.info("dry run sample payload: %s", orjson.dumps(masked_for_log(event)).decode())

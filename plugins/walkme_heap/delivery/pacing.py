@@ -60,7 +60,13 @@ class Pacer:
         self.pending += len(events)
 
     def put_back(self, events: list[dict[str, Any]]) -> None:
-        """Events taken but not acknowledged (throttled): first in their queues again."""
+        """Events taken but not acknowledged (throttled): first in their queues again, and what the
+        budget held for them goes back."""
+        self._requeue(events)
+        if self.budget is not None:
+            self.budget.release()
+
+    def _requeue(self, events: list[dict[str, Any]]) -> None:
         for event in reversed(events):
             identity = event["identity"]
             queue = self._queues.get(identity)
@@ -69,8 +75,6 @@ class Pacer:
                 self._queues.move_to_end(identity, last=False)
             queue.appendleft(event)
         self.pending += len(events)
-        if self.budget is not None:
-            self.budget.release()
 
     def pause(self, seconds: float) -> None:
         """Take nothing for ``seconds`` (Heap throttled a batch)."""
@@ -119,17 +123,34 @@ class Pacer:
                     return []
                 self._wait(self._paused_until, now)
                 continue
-            room, budget_wait = max_events, 0.0
-            if self.budget is not None:
-                room, budget_wait = self.budget.reserve(min(max_events, self.pending))
-                self._others = self.budget.others() if self.identity_limit is not None else {}
-            batch = self._select(room, per_identity, now) if room > 0 else []
-            if room > 0 and self.budget is not None:
-                self.budget.resize(len(batch), self._identity_counts(batch))
+            if self.budget is None:
+                batch, budget_wait = self._select(max_events, per_identity, now), None
+            else:
+                batch, budget_wait = self._take_from_budget(max_events, per_identity, now)
             if batch or not wait:
                 return batch
-            free_at = now + budget_wait if room <= 0 else self._identity_free_at(now)
+            free_at = now + budget_wait if budget_wait else self._identity_free_at(now)
             self._wait(free_at, now)
+
+    def _take_from_budget(
+        self, max_events: int, per_identity: int, now: float
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """A batch chosen while the budget holds the app (with other runs' identity usage in view):
+        (batch, None), or ([], seconds until the app has room)."""
+        assert self.budget is not None
+        batch: list[dict[str, Any]] = []
+
+        def choose(room: int, others: IdentityUsage) -> tuple[int, dict[int, int]]:
+            self._others = others if self.identity_limit is not None else {}
+            batch.extend(self._select(room, per_identity, now))
+            return len(batch), self._identity_counts(batch)
+
+        try:
+            taken, wait = self.budget.take(min(max_events, self.pending), choose)
+        except BaseException:
+            self._requeue(batch)  # the budget could not record it: nothing was taken
+            raise
+        return (batch, None) if taken else ([], wait or None)
 
     def _identity_counts(self, batch: list[dict[str, Any]]) -> dict[int, int]:
         """The batch's events per identity hash, for other runs' pacing (none without a limit)."""

@@ -7,11 +7,13 @@
 - A 429 is not slept on here: ``Throttled`` hands the unacknowledged events back to the outbox, whose
   pacer waits and builds the next batch from what fits.
 - A 400 naming one event (Heap's validator: ``postBody.events[3]...``) sends that event alone (refused
-  again: rejected with Heap's message) and the others together. A refusal naming no event, or a 413,
-  splits the batch in halves; when both halves of a 400 are refused whole and neither names an
-  event, the refusal is not about events (a proxy's page, a change of Heap's API): ``HeapRefused``
-  stops the run and the events stay unsent, not rejected. Isolation costs at most
-  ``max_split_requests`` requests per batch.
+  again, naming it: rejected with Heap's message) and the others together. A refusal naming no
+  event, or a 413, splits the batch in halves. A 400 that is not about events stops the run with
+  ``HeapRefused``, its events unsent, not rejected (a proxy's or WAF's page, a change of Heap's
+  API): both halves of a batch refused whole without naming an event, or one event refused without
+  being named. Isolation costs at most ``RetryPolicy.split_requests(n)`` requests for a batch of n:
+  room to isolate a tenth of its events (at least ``max_split_requests``); more refused events than
+  that is not a few bad rows but a systematic refusal, and stops the run the same way.
 - Any other answer (a redirect, 401, 403, 404, a 2xx that is not Heap's 200 ...) is a configuration
   problem: ``HeapRefused`` stops the run.
 
@@ -21,6 +23,7 @@ Each stopping error carries ``delivery``: what was acknowledged and rejected bef
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import time
@@ -41,7 +44,12 @@ class RetryPolicy:
     max_seconds: float = DEFAULT_RETRY_SECONDS  # per batch, from its first attempt
     base_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
-    max_split_requests: int = 64  # requests that isolating refused events may cost per batch
+    max_split_requests: int = 64  # requests that isolating refused events may cost per batch, at least
+    max_refused_share: float = 0.1  # ... or enough to isolate this share of its events (2 requests each)
+
+    def split_requests(self, events: int) -> int:
+        """The requests isolating refused events may cost in a batch of ``events``."""
+        return max(self.max_split_requests, math.ceil(2 * self.max_refused_share * events))
 
     def backoff(self, attempt: int, rng: Callable[[], float]) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
@@ -125,7 +133,8 @@ class Sender:
         """Deliver ``batch``; raise a ``Stopped`` error (with the partial delivery) when it cannot."""
         delivery = Delivery()
         self._started = self.clock()
-        self._split_budget = self.policy.max_split_requests
+        self._split_total = self._split_budget = self.policy.split_requests(len(batch))
+        self._last_refusal: HeapRequestError | None = None
         try:
             error = self._post(batch, delivery)
             if error is not None:
@@ -142,9 +151,11 @@ class Sender:
             if splitting:
                 if self._split_budget <= 0:
                     raise HeapRefused(
-                        f"isolating the events Heap refused took {self.policy.max_split_requests} "
-                        "requests (max_split_requests) without an end: far more refused events than "
-                        "a replay should meet; the rest of the batch was not sent"
+                        f"isolating the events Heap refused in a batch took "
+                        f"{self._split_total} requests without an end (room for "
+                        f"a tenth of a batch's events, max_refused_share): a systematic refusal, not a "
+                        f"few bad rows; the rest of the batch was not sent. Heap's last answer: "
+                        f"{self._last_refusal}"
                     )
                 self._split_budget -= 1
             attempt += 1
@@ -154,6 +165,7 @@ class Sender:
             except HeapRequestError as exc:
                 if exc.rejects_content:
                     exc.attempts = attempt
+                    self._last_refusal = exc
                     return exc
                 if exc.status == 429:
                     message = f"Heap throttled a batch of {len(batch)} events: {exc}"
@@ -185,20 +197,32 @@ class Sender:
     def _isolate(self, batch: Batch, error: HeapRequestError, delivery: Delivery) -> None:
         """Find the events Heap refuses in ``batch`` (refused with ``error``); deliver the others."""
         if len(batch) == 1:
+            if error.status == 400 and named_event(error, 1) is None:
+                raise HeapRefused(
+                    "Heap refused a single event without naming it: the refusal is not about the "
+                    "event (a proxy's or firewall's page, or a change of Heap's API?); it was not "
+                    f"sent. Heap's answer: {error}"
+                )
             delivery.rejected.append(Rejected(batch.events[0], str(error), error.attempts))
             return
         index = named_event(error, len(batch))
-        parts = batch.isolate(index) if index is not None else batch.halves()
-        errors = [self._post(part, delivery, splitting=True) for part in parts]
+        if index is not None:  # that event alone, settled at once, then the others
+            for part in batch.isolate(index):
+                part_error = self._post(part, delivery, splitting=True)
+                if part_error is not None:
+                    self._isolate(part, part_error, delivery)
+            return
+        halves = batch.halves()
+        errors = [self._post(half, delivery, splitting=True) for half in halves]
         refused_whole = [
-            e is not None and named_event(e, len(p)) is None for e, p in zip(errors, parts, strict=True)
+            e is not None and named_event(e, len(h)) is None for e, h in zip(errors, halves, strict=True)
         ]
-        if index is None and error.status == 400 and all(refused_whole):
+        if error.status == 400 and all(refused_whole):
             raise HeapRefused(
                 f"Heap refused a batch of {len(batch)} events whole, and each half of it again: "
                 "the refusal is not about an event (a proxy's or firewall's page, or a change of "
                 f"Heap's API?); these events were not sent. Heap's answer: {errors[-1]}"
             )
-        for part, part_error in zip(parts, errors, strict=True):
-            if part_error is not None:
-                self._isolate(part, part_error, delivery)
+        for half, half_error in zip(halves, errors, strict=True):
+            if half_error is not None:
+                self._isolate(half, half_error, delivery)

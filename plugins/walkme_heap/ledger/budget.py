@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,16 @@ class Reservations:
         return self.clock()
 
     def reserve(
-        self, app_id: str, holder: str, wanted: int, limit: int, window: float, in_flight: float
+        self,
+        app_id: str,
+        holder: str,
+        wanted: int,
+        limit: int,
+        window: float,
+        in_flight: float,
+        *,
+        choose: Callable[[int, IdentityWindows], tuple[int, Mapping[int, int]]] | None = None,
+        identities: bool = False,
     ) -> tuple[int, int | None, float]:
         """Reserve up to ``wanted`` events of the app's budget: (granted, reservation id, wait).
 
@@ -97,6 +107,10 @@ class Reservations:
         still be retried that long); ``settle`` stamps it when Heap answers. A run that dies keeps
         its reservations until they expire, so a retry elsewhere cannot exceed the limit. With no
         room, ``wait`` is the seconds until one more event fits (by the database's clock).
+
+        ``choose(room, others)`` picks the batch while the app is held (with ``identities``,
+        ``others`` is the other holders' usage per identity): the reservation is what it took, with
+        its identities, and no other run can pick between the choice and its record.
         """
         database = self.database
         with database.transaction():
@@ -105,24 +119,30 @@ class Reservations:
                 f"DELETE FROM {TABLE.name} WHERE app_id = ? AND stamp_epoch < ?", [app_id, now - 2 * window]
             )
             rows = database.execute(
-                f"SELECT stamp_epoch, events FROM {TABLE.name} WHERE app_id = ? AND stamp_epoch > ? "
-                "ORDER BY stamp_epoch",
+                f"SELECT stamp_epoch, events, holder, identities FROM {TABLE.name} WHERE app_id = ? "
+                "AND stamp_epoch > ? ORDER BY stamp_epoch",
                 [app_id, now - window],
             ).fetchall()
-            free = limit - sum(int(n) for _, n in rows)
+            free = limit - sum(int(row[1]) for row in rows)
             if free <= 0 or wanted <= 0:
                 excess = 1 - free  # events that must expire before one more fits
                 wait = window
-                for stamp, count in rows:
+                for stamp, count, _, _ in rows:
                     excess -= int(count)
                     if excess <= 0:
                         wait = float(stamp) + window - now
                         break
                 return 0, None, max(0.0, wait)
-            granted = min(wanted, free)
+            granted, counts = min(wanted, free), None
+            if choose is not None:
+                others = _windows([r for r in rows if r[2] != holder], now, window) if identities else {}
+                granted, counts = choose(granted, others)
+                if granted <= 0:
+                    return 0, None, 0.0
             reservation = database.insert(
-                f"INSERT INTO {TABLE.name} (app_id, holder, events, stamp_epoch) VALUES (?, ?, ?, ?)",
-                [app_id, holder, granted, now + in_flight],
+                f"INSERT INTO {TABLE.name} (app_id, holder, events, stamp_epoch, identities) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [app_id, holder, granted, now + in_flight, encode_identities(counts) if counts else None],
             )
         return granted, reservation, 0.0
 
@@ -141,14 +161,6 @@ class Reservations:
                 f"UPDATE {TABLE.name} SET events = ?, stamp_epoch = ? WHERE id = ?",
                 [events, self.clock(), reservation],
             )
-
-    def resize(self, reservation: int, events: int, identities: Mapping[int, int] | None = None) -> None:
-        """Shrink a reservation that is still in flight (a batch smaller than reserved), and say how
-        many of its events each identity has."""
-        blob = encode_identities(identities) if identities else None
-        self.database.write(
-            f"UPDATE {TABLE.name} SET events = ?, identities = ? WHERE id = ?", [events, blob, reservation]
-        )
 
     def record(
         self, app_id: str, holder: str, events: int, identities: Mapping[int, int], window: float
@@ -171,15 +183,21 @@ class Reservations:
         """Other holders' events in the app's window, and per identity when they leave it."""
         now = self._now()
         rows = self.database.fetch(
-            f"SELECT stamp_epoch, events, identities FROM {TABLE.name} WHERE app_id = ? "
+            f"SELECT stamp_epoch, events, holder, identities FROM {TABLE.name} WHERE app_id = ? "
             "AND stamp_epoch > ? AND (holder IS NULL OR holder <> ?)",
             [app_id, now - window, holder],
         )
-        windows: IdentityWindows = {}
-        for stamp, _events, blob in rows:
-            if blob is None:
-                continue
-            left = float(stamp) + window - now
-            for identity, count in decode_identities(blob).items():
-                windows.setdefault(identity, []).append((left, count))
-        return sum(int(n) for _, n, _ in rows), windows
+        return sum(int(row[1]) for row in rows), _windows(rows, now, window)
+
+
+def _windows(rows: list[tuple[Any, ...]], now: float, window: float) -> IdentityWindows:
+    """Per identity, when the events of these (stamp, events, holder, identities) rows leave the
+    window, in seconds from ``now``."""
+    windows: IdentityWindows = {}
+    for stamp, _events, _holder, blob in rows:
+        if blob is None:
+            continue
+        left = float(stamp) + window - now
+        for identity, count in decode_identities(blob).items():
+            windows.setdefault(identity, []).append((left, count))
+    return windows
