@@ -104,10 +104,16 @@ def test_a_reserved_budget_holds_its_reservation_until_heap_answers(tmp_path: Pa
     other = ReservedBudget(ledger.budget, "app", "other", limit=10, in_flight=80.0)
     assert take(mine, 8, size=6) == (6, 0.0)  # the batch was smaller: only 6 are held
     assert take(other, 10)[0] == 4
-    other.acknowledged(4)  # answered: counts one window from now
+    other.acknowledged(4)
+    other.done()  # answered: counts one window from now
     clock.advance(61.0)  # other's 4 left the window; mine, unanswered, still counts (80 s ahead)
     assert take(other, 10, size=0) == (0, 0.0)  # room for 4, nothing chosen: nothing held
-    mine.acknowledged(6)  # answered now: counts one window from now, no longer 80 s ahead
+    mine.acknowledged(6)  # a first batch of the take answered: still held 80 s ahead ...
+    clock.advance(30.0)
+    offered = Chooser(0)
+    other.take(10, offered)
+    assert offered.offers[0][0] == 4  # ... its other batches may still be retried
+    mine.done()  # every batch answered: counts one window from now
     clock.advance(WINDOW_SECONDS)
     assert take(other, 10, size=0)[0] == 0 and budget_held(ledger) == 6  # mine's 6 still count
     clock.advance(MARGIN_SECONDS)
@@ -136,6 +142,7 @@ def test_each_identitys_sends_are_shared_with_the_other_runs(kind: str, tmp_path
     heavy, light = identity_hash("heavy-user"), identity_hash("light-user")
     assert take(yesterday, 40, identities={heavy: 30, light: 10})[0] == 40
     yesterday.acknowledged(40)
+    yesterday.done()
     clock.advance(1.0)
     offered = Chooser(0)
     today.take(10, offered)
@@ -167,6 +174,9 @@ def test_a_throttled_reservation_keeps_only_what_heap_acknowledged(tmp_path: Pat
     mine.acknowledged(4)  # half of it in a first request; the rest throttled
     mine.release()
     assert budget_held(ledger) == 4  # what Heap took, not the whole reservation
+    assert take(mine, 2, size=2) == (2, 0.0)
+    mine.done()  # answered none of it (refused events): nothing stays held
+    assert budget_held(ledger) == 4
     ledger.close()
 
 

@@ -125,3 +125,32 @@ def test_a_ledger_failure_after_heaps_answer_leaves_the_counts_reconciled() -> N
     with pytest.raises(OSError, match="disk is full"):
         outbox.finish()
     assert (summary.sent, summary.unsent) == (10, 25)
+
+
+class BrokenBudget:
+    """A shared budget whose database is gone ("database is locked" after its timeout ...)."""
+
+    def take(self, wanted: int, choose) -> tuple[int, float]:
+        choose(wanted, {})  # the pacer has chosen its batch when the record fails
+        raise OSError("database is locked")
+
+
+def test_a_budget_that_fails_leaves_every_event_pending_and_counted() -> None:
+    summary = ReplaySummary(pipeline="p", window={})
+    outbox = Outbox(
+        ScriptedHeap([], set()),  # type: ignore[arg-type]
+        budget=BrokenBudget(),  # type: ignore[arg-type]
+        identity_limit=None,
+        max_events=10,
+        max_bytes=1_000_000,
+        retry=RetryPolicy(),
+        pending_events=1000,
+        outcomes=Outcomes(summary, None),
+        summary=summary,
+        record=lambda batch: None,
+        progress=lambda: None,
+    )
+    outbox.put([e for i in range(5) for e in identity_events(f"u{i}", 1)])
+    with pytest.raises(OSError, match="database is locked"):
+        outbox.finish()
+    assert (outbox.pending, summary.sent, summary.unsent) == (5, 0, 5)

@@ -102,6 +102,11 @@ class AppBudget(Protocol):
         """Heap answered a batch of ``events`` events of the last take."""
         ...
 
+    def done(self) -> None:
+        """Every batch of the last take was answered (or the run stops): keep what Heap
+        acknowledged of it, counted from now."""
+        ...
+
     def release(self) -> None:
         """Heap throttled the last take (429): what it did not acknowledge goes back."""
         ...
@@ -144,6 +149,9 @@ class LocalBudget:
     def acknowledged(self, events: int) -> None:
         """Nothing is held before Heap answers: only acknowledged events count."""
         self.window.add(self.clock(), events)
+
+    def done(self) -> None:
+        """Nothing was held."""
 
     def release(self) -> None:
         """Nothing was held."""
@@ -255,16 +263,19 @@ class ReservedBudget:
         return taken, wait
 
     def acknowledged(self, events: int) -> None:
-        """The whole reservation counts from now (the rest of its batch is answered in a moment)."""
-        if self._reservation is not None:
-            self._acknowledged += events
-            self.store.settle(*self._reservation)
+        """Counted; the reservation keeps its in-flight stamp while the take's other batches may
+        still be retried (``done`` settles it)."""
+        self._acknowledged += events
 
-    def release(self) -> None:
-        """Only what Heap acknowledged of the reservation stays (nothing: the row goes)."""
+    def done(self) -> None:
+        """Only what Heap acknowledged of the reservation stays, counted from now (nothing: the
+        row goes). Its identity counts stay as chosen: at most an over-count, for one window."""
         if self._reservation is not None:
             self.store.settle(self._reservation[0], min(self._acknowledged, self._reservation[1]))
             self._reservation = None
+
+    def release(self) -> None:
+        self.done()
 
 
 def app_budget(

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -80,7 +81,7 @@ class Outbox:
         self.retry, self.clock, self.rng = retry, clock, random.random
         self._throttled_since: float | None = None  # the first 429 since the last acknowledgement
         self._throttled_in_a_row = 0
-        self._batch_sent = 0  # events of the batch being delivered that were acknowledged
+        self._in_hand = 0  # events taken from the pacer and not yet sent, rejected or put back
 
     @property
     def pending(self) -> int:
@@ -103,43 +104,57 @@ class Outbox:
         self.record(batch)  # in the ledger: sent, whatever fails next
         self.summary.sent += len(batch)
         self.summary.batches += 1
-        self._batch_sent += len(batch)
+        self._in_hand -= len(batch)
         self._throttled_since, self._throttled_in_a_row = None, 0
         self.pacer.acknowledged(batch.events)
         self.progress()
 
     def _send(self, *, wait: bool) -> None:
-        """Send what the limits allow now (``wait``: until nothing is pending)."""
-        while self.pacer.pending:
-            events = self.pacer.take(self.max_events, wait=wait)
-            if not events:
-                return
-            batches, oversized = self.batcher.pack(events)
-            for event in oversized:
-                self.outcomes.oversized(event, self.max_bytes)
-            for position, batch in enumerate(batches):
-                self._batch_sent = 0
-                try:
-                    delivery = self.sender.deliver(batch)
-                except Throttled as exc:
-                    self._settle(exc.delivery)
-                    self.pacer.put_back(_unsettled(batch, exc.delivery) + _events(batches[position + 1 :]))
-                    self._throttled(exc)
-                    break  # the pacer builds the next batch when the pause is over
-                except Stopped as exc:
-                    self._settle(exc.delivery)
-                    unsent = len(batch) - exc.delivery.settled() + len(_events(batches[position + 1 :]))
-                    self._stop(exc, unsent + self.pacer.pending)
-                except Exception:  # the ledger or the budget failed: counted unsent, then raised
-                    later = len(_events(batches[position + 1 :]))
-                    self.summary.unsent = len(batch) - self._batch_sent + later + self.pacer.pending
-                    raise
-                self._settle(delivery)
+        """Send what the limits allow now (``wait``: until nothing is pending). Whatever stops it,
+        the events not sent or rejected are counted ``unsent``."""
+        try:
+            while self.pacer.pending:
+                self._in_hand = 0
+                events = self.pacer.take(self.max_events, wait=wait)
+                if not events:
+                    return
+                self._in_hand = len(events)
+                self._send_taken(events)
+                self.pacer.done()  # the budget now holds only what Heap took, from now
+        except Undelivered:
+            raise
+        except BaseException:  # the ledger or the budget failed: nothing is lost, all is counted
+            self.summary.unsent = self._in_hand + self.pacer.pending
+            raise
+
+    def _send_taken(self, events: list[dict[str, Any]]) -> None:
+        """Pack and deliver one take of the pacer."""
+        batches, oversized = self.batcher.pack(events)
+        for event in oversized:
+            self.outcomes.oversized(event, self.max_bytes)
+        self._in_hand -= len(oversized)
+        for position, batch in enumerate(batches):
+            try:
+                delivery = self.sender.deliver(batch)
+            except Throttled as exc:
+                self._settle(exc.delivery)
+                back = _unsettled(batch, exc.delivery) + _events(batches[position + 1 :])
+                self._in_hand = 0
+                self.pacer.put_back(back)
+                self._throttled(exc)
+                return  # the pacer builds the next batch when the pause is over
+            except Stopped as exc:
+                self._settle(exc.delivery)
+                self._stop(exc)
+            self._settle(delivery)
 
     def _settle(self, delivery: Delivery) -> None:
+        """Count a batch's retries and rejected events (its acknowledged ones are counted as Heap
+        answers them)."""
         self.summary.retries += delivery.retries
         for rejected in delivery.rejected:
             self.outcomes.rejected(rejected)
+        self._in_hand -= len(delivery.rejected)
 
     def _throttled(self, exc: Throttled) -> None:
         """Pause the pacer after a 429; stop when throttling outlasts the retry budget."""
@@ -154,15 +169,17 @@ class Outbox:
         if now + pause - self._throttled_since > self.retry.max_seconds:
             self._stop(
                 exc,
-                self.pacer.pending,
                 f"Heap answered 429 to every batch for {now - self._throttled_since:.0f} s "
                 f"(retry limit {self.retry.max_seconds:.0f} s): {exc}",
             )
         log.info("Heap throttled a batch (429); pausing %.1f s before the next batch", pause)
         self.pacer.pause(pause)
 
-    def _stop(self, exc: Stopped, unsent: int, message: str | None = None) -> None:
-        self.summary.unsent = unsent
+    def _stop(self, exc: Stopped, message: str | None = None) -> None:
+        """Stop the run: what was taken and not settled, and everything pending, is unsent."""
+        unsent = self.summary.unsent = self._in_hand + self.pacer.pending
+        with suppress(Exception):  # the budget keeps only what Heap took (else it expires)
+            self.pacer.done()
         raise Undelivered(
             f"{message or exc}. {self.summary.sent} events were acknowledged and recorded; the rest "
             f"({unsent}) will be sent when the day runs again.",

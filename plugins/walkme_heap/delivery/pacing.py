@@ -76,6 +76,12 @@ class Pacer:
             queue.appendleft(event)
         self.pending += len(events)
 
+    def done(self) -> None:
+        """Every batch of the last take was answered (or the run stops): the budget keeps what
+        Heap acknowledged of it, stamped now."""
+        if self.budget is not None:
+            self.budget.done()
+
     def pause(self, seconds: float) -> None:
         """Take nothing for ``seconds`` (Heap throttled a batch)."""
         self._paused_until = max(self._paused_until, self.clock() + seconds)
