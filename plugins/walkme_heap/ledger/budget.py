@@ -110,7 +110,8 @@ class Reservations:
 
         ``choose(room, others)`` picks the batch while the app is held (with ``identities``,
         ``others`` is the other holders' usage per identity): the reservation is what it took, with
-        its identities, and no other run can pick between the choice and its record.
+        its identities, and no other run can pick between the choice and its record. It runs inside
+        this database's transaction and lock (not reentrant): it must not use the ledger.
         """
         database = self.database
         with database.transaction():
