@@ -1,21 +1,27 @@
 """Dead letters: every row that will not reach Heap, with its reason, per pipeline and window.
 
 One JSON Lines file per pipeline and window (``{location}/{pipeline}/{window label}.jsonl``), local
-or any fsspec URL. Records are streamed to a local temporary file during the run and moved into
-place at the end, replacing what an earlier run of the same window left: a re-run's file is the
-truth for that window. Each record: origin, row (record number), outcome (invalid / rejected),
-reason, message, attempts, the source row's values, and the payload when one was built.
-The files hold identities (personal data): protect the location like the source exports.
+or any fsspec URL. Records are streamed to a local temporary file during the run and published at
+the end, replacing what an earlier run of the same window left: a re-run's file is the truth for
+that window. Publishing copies to a temporary name beside the file, then renames it over the file,
+so a copy that fails midway (a crash, a full disk) leaves the previous complete file. Each record:
+origin, row (record number), outcome (invalid / rejected), reason, message, attempts, the source
+row's values, and the payload when one was built. The files hold identities (personal data): they
+are created readable by their owner only (0600, where the filesystem has modes), and ``check``
+tells before a run sends anything whether the location can be written.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import uuid
+from contextlib import suppress
 from typing import Any
 
 import orjson
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from walkme_heap.connections import FsFactory
 
@@ -34,6 +40,10 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool, list, dict)):
         return value
     return str(value)
+
+
+class DeadLettersUnwritable(OSError):
+    """The dead-letter location cannot be written (found before anything is sent)."""
 
 
 class DeadLetters:
@@ -71,13 +81,38 @@ class DeadLetters:
         self._file.write(orjson.dumps(record, default=str) + b"\n")
         self.count += 1
 
+    def check(self) -> None:
+        """Raise ``DeadLettersUnwritable`` unless a file can be written where they go (a probe,
+        removed at once): a run must not send a whole day and then lose its dead letters."""
+        fs, path = self.fs_factory(self.url)
+        probe = f"{path.rsplit('/', 1)[0]}/.walkme-heap-probe-{uuid.uuid4().hex}"
+        try:
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.pipe_file(probe, b"")
+            fs.rm_file(probe)
+        except Exception as exc:
+            raise DeadLettersUnwritable(
+                f"the dead letters' location {self.url} cannot be written ({type(exc).__name__}: {exc})"
+            ) from exc
+
     def commit(self) -> str:
-        """Move the file into place (replacing an earlier one); return its URL."""
+        """Publish the file (replacing an earlier one, never leaving a partial one); return its URL."""
         self._file.close()
         fs, path = self.fs_factory(self.url)
         parent = path.rsplit("/", 1)[0]
         fs.makedirs(parent, exist_ok=True)
-        fs.put_file(self._temp, path)
+        partial = f"{parent}/.{path.rsplit('/', 1)[1]}.partial-{uuid.uuid4().hex}"
+        try:
+            fs.put_file(self._temp, partial)
+            if isinstance(fs, LocalFileSystem):  # owner only, on disk before it replaces the old one
+                os.chmod(partial, 0o600)
+                with open(partial, "rb") as handle:
+                    os.fsync(handle.fileno())
+            fs.mv(partial, path)
+        except BaseException:
+            with suppress(Exception):
+                fs.rm_file(partial)
+            raise
         os.unlink(self._temp)
         return self.url
 

@@ -19,7 +19,7 @@ from walkme_heap.config import (
     parse_source,
 )
 from walkme_heap.connections import UnusableConnection
-from walkme_heap.deadletters import DeadLetters
+from walkme_heap.deadletters import DeadLetters, DeadLettersUnwritable
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.home import default_dead_letters
 from walkme_heap.hooks.connections import AirflowConnections
@@ -188,7 +188,15 @@ class WalkMeToHeapOperator(BaseOperator):
     ) -> DeadLetters:
         label = f"{window.label}.{shard.label}" if shard else window.label
         location = self.dead_letters or default_dead_letters()
-        return DeadLetters(location, self.pipeline, label, connections.filesystem(self.dead_letters_conn_id))
+        letters = DeadLetters(
+            location, self.pipeline, label, connections.filesystem(self.dead_letters_conn_id)
+        )
+        try:
+            letters.check()
+        except DeadLettersUnwritable as exc:
+            letters.discard()
+            raise AirflowFailException(f"pipeline '{self.pipeline}': {exc}; nothing was sent") from None
+        return letters
 
     def execute(self, context: Context) -> dict[str, Any]:
         window, source_spec, mapping, options = self._request(context, f"pipeline '{self.pipeline}'")
