@@ -109,3 +109,19 @@ def test_header_only_file_has_no_rows(tmp_path: Path) -> None:
 def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "f.csv").write_bytes(b"a\nok\xff\n")
     assert rows(CsvSource(str(tmp_path / "f.csv"), DAY)) == [{"a": "ok\ufffd"}]
+
+
+@pytest.mark.parametrize("name", ["2024-03-10.csv", "export-2024-03-10-a.csv"])
+def test_an_empty_file_is_a_missing_one_and_a_header_only_file_a_day_without_rows(
+    tmp_path: Path, name: str
+) -> None:
+    """A zero-byte file (still being written, or a failed export) follows on_missing like a missing
+    one: skipped, or the retryable missing-file error; a header alone is a day with zero rows."""
+    template = str(tmp_path / ("{date:%Y-%m-%d}.csv" if name[0].isdigit() else "export-*.csv"))
+    (tmp_path / name).write_bytes(b"")
+    assert CsvSource(template, DAY, on_missing="skip").origins() == []
+    with pytest.raises(SourceMissingError, match=r"no file for 2024-03-10 .*empty"):
+        CsvSource(template, DAY).origins()
+    (tmp_path / name).write_text("a,b,c\n")
+    source = CsvSource(template, DAY)
+    assert len(source.origins()) == 1 and rows(source) == []

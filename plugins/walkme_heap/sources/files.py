@@ -61,29 +61,34 @@ class FileSource:
         self._bytes_read = 0
 
     def origins(self) -> list[str]:
-        """Every file of the window, in a stable order; a missing one fails or is skipped."""
+        """Every file of the window, in a stable order; a missing one fails or is skipped. A
+        zero-byte file counts as missing (still being written, or a failed export); a file with
+        a header alone is a day without rows."""
         found: list[str] = []
         for url in expand_paths(self.template, self.window):
             fs, path = self.fs_factory(url)
             if _GLOB.search(path):
                 matches = sorted(fs.glob(path))
                 prefix = _protocol(url)
-                found.extend(m if "://" in m or not prefix else prefix + m for m in matches)
-                if matches:
-                    continue
-            elif fs.exists(path):
-                found.append(url)
+                urls = [m if "://" in m or not prefix else prefix + m for m in matches]
+            else:
+                urls = [url] if fs.exists(path) else []
+            present = [u for u in urls if self._size(u)]
+            found.extend(present)
+            if present:
                 continue
             if self.on_missing == "fail":
+                empty = f" ({len(urls)} empty file(s): still being written?)" if urls else ""
                 raise SourceMissingError(
-                    f"no file for {self.window.label} at {url} "
+                    f"no file for {self.window.label} at {url}{empty} "
                     "(set source.on_missing: skip to treat a missing day as empty)"
                 )
-        self._total_bytes = 0
-        for url in found:
-            fs, path = self.fs_factory(url)
-            self._total_bytes += fs.size(path) or 0
+        self._total_bytes = sum(self._size(url) for url in found)
         return found
+
+    def _size(self, url: str) -> int:
+        fs, path = self.fs_factory(url)
+        return int(fs.size(path) or 0)
 
     def open(self, url: str) -> Any:
         """A binary file object, decompressed when the name ends in ``.gz``; bytes are counted."""
