@@ -16,8 +16,10 @@ import pytest
 import requests
 
 from devtools.sample_warehouse import created_ms
+from walkme_heap.deadletters import DeadLetters
 from walkme_heap.dedupe import SeenKeys
 from walkme_heap.delivery.budget import Usage
+from walkme_heap.delivery.client import HeapClient
 from walkme_heap.delivery.sender import RetryPolicy
 from walkme_heap.emulator import HeapEmulator
 from walkme_heap.ledger import Ledger
@@ -27,7 +29,9 @@ from walkme_heap.mapping.columns import bind_columns
 from walkme_heap.mapping.keys import key_hashes
 from walkme_heap.mapping.mapper import Mapper
 from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
+from walkme_heap.replay import ReplayOptions, replay
 from walkme_heap.sources.csv_files import CsvSource
+from walkme_heap.summary import ReplaySummary
 from walkme_heap.window import Window
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +61,39 @@ def write_day(
         for n in range(invalid if new else 0):
             writer.writerow(["null" if n % 2 else "", start_ms + n, "play", "wt", "1", "s", "t"])
     return path
+
+
+def replay_csv(
+    emulator: HeapEmulator,
+    ledger: Ledger | None,
+    path: Path,
+    tmp_path: Path | None,
+    pipeline: str,
+    *,
+    window: Window = DAY,
+    read_timeout: float = 5.0,
+    app: str = "app",
+    client: HeapClient | None = None,
+    **options: object,
+) -> ReplaySummary:
+    """Replay a CSV export of ``window`` into the emulator (50-event batches, fast retries, up to
+    half the rows invalid), with dead letters under ``tmp_path`` when one is given."""
+    client = client or HeapClient(emulator.url, app, connect_timeout=2, read_timeout=read_timeout)
+    letters = DeadLetters(str(tmp_path / "dead"), pipeline, window.label) if tmp_path else None
+    settings = {"max_events": 50, "retry": FAST_RETRIES, "max_invalid_ratio": 0.5, **options}
+    try:
+        return replay(
+            pipeline,
+            CsvSource(str(path), window, chunk_rows=100),
+            SPEC,
+            window,
+            client,
+            ReplayOptions(**settings),  # type: ignore[arg-type]
+            ledger=ledger,
+            dead_letters=letters,
+        )
+    finally:
+        client.close()
 
 
 def expected_keys(path: Path, window: Window = DAY) -> set[str]:

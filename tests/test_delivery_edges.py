@@ -11,33 +11,16 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from tests.helpers import DATA, DAY, SPEC, FakeClock, configure, received, run_records, stats, write_day
-from walkme_heap.deadletters import DeadLetters
-from walkme_heap.delivery.client import HeapClient
+from tests.helpers import DATA, DAY, FakeClock, configure, received, replay_csv, run_records, stats, write_day
 from walkme_heap.delivery.sender import HeapRefused, RetryPolicy
 from walkme_heap.emulator import HeapEmulator
 from walkme_heap.ledger import Ledger
 from walkme_heap.operators.replay import WalkMeToHeapOperator
-from walkme_heap.replay import DeliveryError, ReplayOptions, replay
-from walkme_heap.sources.csv_files import CsvSource
+from walkme_heap.replay import DeliveryError
 
 
 def replay_day(emulator: HeapEmulator, ledger: Ledger, path: Path, tmp_path: Path, **options: object):
-    client = HeapClient(emulator.url, "app", connect_timeout=2, read_timeout=5)
-    settings = {"max_events": 50, "retry": RetryPolicy(base_seconds=0.02, max_seconds=20), **options}
-    try:
-        return replay(
-            "edges",
-            CsvSource(str(path), DAY, chunk_rows=100),
-            SPEC,
-            DAY,
-            client,
-            ReplayOptions(**settings),
-            ledger=ledger,
-            dead_letters=DeadLetters(str(tmp_path / "dead"), "edges", DAY.label),
-        )
-    finally:
-        client.close()
+    return replay_csv(emulator, ledger, path, tmp_path, "edges", max_invalid_ratio=0.1, **options)
 
 
 @pytest.fixture

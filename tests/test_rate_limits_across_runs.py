@@ -15,14 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DAY, SPEC, FakeClock, expected_keys, received, stats, write_day
-from walkme_heap.delivery.client import HeapClient
+from tests.helpers import DAY, FakeClock, expected_keys, received, replay_csv, stats, write_day
 from walkme_heap.delivery.sender import RetryPolicy
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.ledger import Ledger
-from walkme_heap.replay import ReplayOptions, replay
 from walkme_heap.sharding import Shard
-from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.window import Window
 
 APP_LIMIT, IDENTITY_LIMIT = 120, 30
@@ -59,9 +56,14 @@ def replay_window(
     window: Window,
     shard: Shard | None = None,
 ):
-    client = HeapClient(emulator.url, "app", connect_timeout=2, read_timeout=10)
-    options = ReplayOptions(
-        max_events=50,
+    return replay_csv(
+        emulator,
+        ledger,
+        path,
+        None,
+        pipeline,
+        window=window,
+        read_timeout=10.0,
         app_limit=APP_LIMIT,
         identity_limit=IDENTITY_LIMIT,
         retry=RetryPolicy(base_seconds=0.5, max_seconds=120),
@@ -70,18 +72,6 @@ def replay_window(
         shard=shard,
         run_id=f"backfill__{window.label}",
     )
-    try:
-        return replay(
-            pipeline,
-            CsvSource(str(path), window, chunk_rows=100),
-            SPEC,
-            window,
-            client,
-            options,
-            ledger=ledger,
-        )
-    finally:
-        client.close()
 
 
 def limited_emulator(clock: FakeClock | FastClock) -> HeapEmulator:

@@ -21,7 +21,6 @@ import pytest
 
 from tests.helpers import (
     DAY,
-    FAST_RETRIES,
     ROOT,
     SPEC,
     FakeClock,
@@ -30,11 +29,11 @@ from tests.helpers import (
     postgres_connection,
     postgres_ledger,
     received,
+    replay_csv,
     run_records,
     stats,
     write_day,
 )
-from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.delivery.sender import RetriesExhausted, RetryPolicy
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
@@ -43,35 +42,7 @@ from walkme_heap.replay import DeliveryError, ReplayOptions, replay
 from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.summary import ReplaySummary
 
-
-def run(
-    emulator: HeapEmulator,
-    ledger: Ledger,
-    path: Path,
-    tmp_path: Path,
-    pipeline: str,
-    *,
-    read_timeout: float = 5.0,
-    app: str = "app",
-    client: HeapClient | None = None,
-    **options: object,
-) -> ReplaySummary:
-    client = client or HeapClient(emulator.url, app, connect_timeout=2, read_timeout=read_timeout)
-    letters = DeadLetters(str(tmp_path / "dead"), pipeline, DAY.label)
-    settings = {"max_events": 50, "retry": FAST_RETRIES, "max_invalid_ratio": 0.5, **options}
-    try:
-        return replay(
-            pipeline,
-            CsvSource(str(path), DAY, chunk_rows=100),
-            SPEC,
-            DAY,
-            client,
-            ReplayOptions(**settings),
-            ledger=ledger,
-            dead_letters=letters,
-        )
-    finally:
-        client.close()
+run = replay_csv  # every test here replays the test day's CSV
 
 
 def check(

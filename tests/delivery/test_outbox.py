@@ -60,6 +60,23 @@ class ScriptedHeap:
         self.accepted += [e["idempotency_key"] for e in sent]
 
 
+def make_outbox(summary: ReplaySummary, heap: ScriptedHeap, **settings: object) -> Outbox:
+    """An outbox over a scripted Heap: no limits, 10-event batches, nothing recorded, unless given."""
+    defaults: dict[str, object] = {
+        "budget": None,
+        "identity_limit": None,
+        "max_events": 10,
+        "max_bytes": 1_000_000,
+        "retry": RetryPolicy(),
+        "pending_events": 1000,
+        "outcomes": Outcomes(summary, None),
+        "summary": summary,
+        "record": lambda batch: None,
+        "progress": lambda: None,
+    }
+    return Outbox(heap, **{**defaults, **settings})  # type: ignore[arg-type]
+
+
 def test_a_429_in_the_middle_of_isolating_a_refused_event(tmp_path: Path) -> None:
     """Batch of 8 refused (u3 named) -> u3 alone, refused: rejected -> the other 7: 429 -> back to
     the pacer, which pauses, then sends them. Every event ends once: 7 sent, 1 rejected, and the
@@ -70,18 +87,13 @@ def test_a_429_in_the_middle_of_isolating_a_refused_event(tmp_path: Path) -> Non
     heap = ScriptedHeap([None, None, HeapRequestError(429, "slow down", retry_after=3.0)], {"u3"})
     summary = ReplaySummary(pipeline="p", window={})
     recorded: list[str] = []
-    outbox = Outbox(
-        heap,  # type: ignore[arg-type]
+    outbox = make_outbox(
+        summary,
+        heap,
         budget=budget,
         identity_limit=1000,
         max_events=8,
-        max_bytes=1_000_000,
-        retry=RetryPolicy(),
-        pending_events=100,
-        outcomes=Outcomes(summary, None),
-        summary=summary,
         record=lambda batch: recorded.extend(e["idempotency_key"] for e in batch.events),
-        progress=lambda: None,
         clock=clock,
         sleep=clock.sleep,
     )
@@ -108,19 +120,7 @@ def test_a_ledger_failure_after_heaps_answer_leaves_the_counts_reconciled() -> N
             raise OSError("the ledger's disk is full")
         recorded.append(len(batch))
 
-    outbox = Outbox(
-        ScriptedHeap([], set()),  # type: ignore[arg-type]
-        budget=None,
-        identity_limit=None,
-        max_events=10,
-        max_bytes=1_000_000,
-        retry=RetryPolicy(),
-        pending_events=1000,
-        outcomes=Outcomes(summary, None),
-        summary=summary,
-        record=record,
-        progress=lambda: None,
-    )
+    outbox = make_outbox(summary, ScriptedHeap([], set()), record=record)
     outbox.put([e for i in range(35) for e in identity_events(f"u{i}", 1)])
     with pytest.raises(OSError, match="disk is full"):
         outbox.finish()
@@ -137,19 +137,7 @@ class BrokenBudget:
 
 def test_a_budget_that_fails_leaves_every_event_pending_and_counted() -> None:
     summary = ReplaySummary(pipeline="p", window={})
-    outbox = Outbox(
-        ScriptedHeap([], set()),  # type: ignore[arg-type]
-        budget=BrokenBudget(),  # type: ignore[arg-type]
-        identity_limit=None,
-        max_events=10,
-        max_bytes=1_000_000,
-        retry=RetryPolicy(),
-        pending_events=1000,
-        outcomes=Outcomes(summary, None),
-        summary=summary,
-        record=lambda batch: None,
-        progress=lambda: None,
-    )
+    outbox = make_outbox(summary, ScriptedHeap([], set()), budget=BrokenBudget())
     outbox.put([e for i in range(5) for e in identity_events(f"u{i}", 1)])
     with pytest.raises(OSError, match="database is locked"):
         outbox.finish()
