@@ -168,11 +168,11 @@ def test_a_throttled_reservation_keeps_only_what_heap_acknowledged(tmp_path: Pat
     mine = ReservedBudget(ledger.budget, "app", "me", limit=10, in_flight=80.0)
     other = ReservedBudget(ledger.budget, "app", "other", limit=10, in_flight=80.0)
     assert take(mine, 8, identities={identity_hash("u"): 8}) == (8, 0.0)
-    mine.release()  # Heap answered 429 to all of it: nothing was taken
+    mine.done()  # Heap answered 429 to all of it: nothing was taken
     assert budget_held(ledger) == 0 and take(other, 10, size=0) == (0, 0.0)
     assert take(mine, 8) == (8, 0.0)
     mine.acknowledged(4)  # half of it in a first request; the rest throttled
-    mine.release()
+    mine.done()  # the rest goes back
     assert budget_held(ledger) == 4  # what Heap took, not the whole reservation
     assert take(mine, 2, size=2) == (2, 0.0)
     mine.done()  # answered none of it (refused events): nothing stays held

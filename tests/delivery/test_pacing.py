@@ -136,8 +136,8 @@ class FakeBudget:
     def acknowledged(self, events: int) -> None:
         self.calls.append("acknowledged")
 
-    def release(self) -> None:
-        self.calls.append("release")
+    def done(self) -> None:
+        self.calls.append("done")
 
 
 def test_a_shared_budget_replaces_the_app_window() -> None:

@@ -103,12 +103,8 @@ class AppBudget(Protocol):
         ...
 
     def done(self) -> None:
-        """Every batch of the last take was answered (or the run stops): keep what Heap
-        acknowledged of it, counted from now."""
-        ...
-
-    def release(self) -> None:
-        """Heap throttled the last take (429): what it did not acknowledge goes back."""
+        """Every batch of the last take was answered, or the rest of it goes back (Heap throttled
+        it, or the run stops): keep what Heap acknowledged of it, counted from now."""
         ...
 
 
@@ -151,9 +147,6 @@ class LocalBudget:
         self.window.add(self.clock(), events)
 
     def done(self) -> None:
-        """Nothing was held."""
-
-    def release(self) -> None:
         """Nothing was held."""
 
 
@@ -273,9 +266,6 @@ class ReservedBudget:
         if self._reservation is not None:
             self.store.settle(self._reservation[0], min(self._acknowledged, self._reservation[1]))
             self._reservation = None
-
-    def release(self) -> None:
-        self.done()
 
 
 def app_budget(

@@ -64,7 +64,7 @@ class Pacer:
         budget held for them goes back."""
         self._requeue(events)
         if self.budget is not None:
-            self.budget.release()
+            self.budget.done()
 
     def _requeue(self, events: list[dict[str, Any]]) -> None:
         for event in reversed(events):

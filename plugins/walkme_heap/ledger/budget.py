@@ -68,12 +68,6 @@ class Reservations:
         """Whether this database can serialise reservations (PostgreSQL and SQLite can)."""
         return self.database.dialect.name in _SERIALISABLE
 
-    def _now(self) -> float:
-        """The clock reservations are stamped with (PostgreSQL's own, else ``clock``)."""
-        if self.database.dialect.name == "postgres":
-            return float(self.database.fetch("SELECT extract(epoch from clock_timestamp())")[0][0])
-        return self.clock()
-
     def _lock_app(self, app_id: str) -> float:
         """Begin a transaction that holds the app's budget alone; return the database's clock."""
         database = self.database
@@ -166,9 +160,9 @@ class Reservations:
     def record(
         self, app_id: str, holder: str, events: int, identities: Mapping[int, int], window: float
     ) -> None:
-        """A batch Heap acknowledged, stamped now, for a database that cannot serialise reservations
-        (other runs add it to what they observe)."""
-        now = self._now()
+        """A batch Heap acknowledged, stamped now (``clock``), for a database that cannot serialise
+        reservations (other runs add it to what they observe)."""
+        now = self.clock()
         blob = encode_identities(identities) if identities else None
         with self.database.transaction():
             self.database.execute(
@@ -181,8 +175,9 @@ class Reservations:
             )
 
     def usage(self, app_id: str, holder: str, window: float) -> tuple[int, IdentityWindows]:
-        """Other holders' events in the app's window, and per identity when they leave it."""
-        now = self._now()
+        """Other holders' events in the app's window, and per identity when they leave it (the
+        observed budget's read, by ``clock``, as ``record`` stamps)."""
+        now = self.clock()
         rows = self.database.fetch(
             f"SELECT stamp_epoch, events, holder, identities FROM {TABLE.name} WHERE app_id = ? "
             "AND stamp_epoch > ? AND (holder IS NULL OR holder <> ?)",

@@ -65,6 +65,7 @@ class FileSource:
         zero-byte file counts as missing (still being written, or a failed export); a file with
         a header alone is a day without rows."""
         found: list[str] = []
+        total = 0  # bytes of the window's files (progress)
         for url in expand_paths(self.template, self.window):
             fs, path = self.fs_factory(url)
             if _GLOB.search(path):
@@ -73,7 +74,9 @@ class FileSource:
                 urls = [m if "://" in m or not prefix else prefix + m for m in matches]
             else:
                 urls = [url] if fs.exists(path) else []
-            present = [u for u in urls if self._size(u)]
+            sizes = {u: self._size(u) for u in urls}
+            present = [u for u in urls if sizes[u]]
+            total += sum(sizes.values())
             found.extend(present)
             if present:
                 continue
@@ -83,7 +86,7 @@ class FileSource:
                     f"no file for {self.window.label} at {url}{empty} "
                     "(set source.on_missing: skip to treat a missing day as empty)"
                 )
-        self._total_bytes = sum(self._size(url) for url in found)
+        self._total_bytes = total
         return found
 
     def _size(self, url: str) -> int:
