@@ -162,3 +162,58 @@ def test_sql_query_file_is_resolved_against_the_configuration(tmp_path: Path) ->
     (pipeline,) = load_pipelines(write(tmp_path, text))
     assert pipeline.source.query_file == str(tmp_path / "sql" / "q.sql")
     assert pipeline.source.time_type == "timestamptz"
+
+
+def test_record_bound_and_duplicate_headers_of_a_csv_source(tmp_path: Path) -> None:
+    """Both guard hostile files; the header choices become a sorted tuple (the spec stays hashable)."""
+    (pipeline,) = load_pipelines(write(tmp_path, BASE))
+    assert pipeline.source.max_record_bytes == 1_048_576 and pipeline.source.duplicate_headers == ()
+    text = BASE + "      max_record_bytes: 65536\n      duplicate_headers: {wm.euId: 2, Date: 1}\n"
+    (pipeline,) = load_pipelines(write(tmp_path, text))
+    assert pipeline.source.max_record_bytes == 65536
+    assert pipeline.source.duplicate_headers == (("Date", 1), ("wm.euId", 2))
+    hash(pipeline.source)
+    jsonl = "type: jsonl\n      path: x.jsonl\n      max_record_bytes: 4096"
+    (pipeline,) = load_pipelines(write(tmp_path, BASE.replace("path: data/{date:%Y-%m-%d}.csv", jsonl)))
+    assert pipeline.source.max_record_bytes == 4096
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("max_record_bytes: 0", "key 'source.max_record_bytes' must be at least 1, got 0"),
+        ("max_record_bytes: 1MiB", "key 'source.max_record_bytes' must be int"),
+        ("max_record_bytes: true", "key 'source.max_record_bytes' must be int"),
+        ("duplicate_headers: [wm.euId]", "key 'source.duplicate_headers' must be dict"),
+        (
+            "duplicate_headers: {wm.euId: 0}",
+            "key 'source.duplicate_headers' must map header names to occurrences (1 is the first)",
+        ),
+        ("duplicate_headers: {wm.euId: first}", "must map header names to occurrences"),
+        ("duplicate_headers: {wm.euId: true}", "must map header names to occurrences"),
+    ],
+)
+def test_record_bound_and_duplicate_header_errors(tmp_path: Path, setting: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="pipeline 'p1'") as info:
+        load_pipelines(write(tmp_path, BASE + f"      {setting}\n"))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "type: jsonl\n      path: x.jsonl\n      duplicate_headers: {a: 1}",
+            "'source.duplicate_headers' is not",
+        ),
+        (
+            "type: sql\n      conn_id: w\n      table: t\n      time_column: c\n      time_type: epoch_ms\n"
+            "      max_record_bytes: 10",
+            "key 'source.max_record_bytes' is not a known setting",
+        ),
+    ],
+)
+def test_the_file_guards_are_not_settings_of_other_sources(tmp_path: Path, source: str, message: str) -> None:
+    text = f"pipelines:\n  p1:\n    start_date: 2024-03-10\n    source:\n      {source}\n"
+    with pytest.raises(ConfigError, match=message):
+        load_pipelines(write(tmp_path, text))

@@ -21,6 +21,7 @@ from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
 from walkme_heap.sharding import MAX_SHARDS
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
 from walkme_heap.sources.factory import SOURCE_TYPES
+from walkme_heap.sources.files import DEFAULT_MAX_RECORD_BYTES
 from walkme_heap.sources.spec import SourceSpec, located
 from walkme_heap.sources.sql import TIME_TYPES
 
@@ -163,11 +164,16 @@ def _source(section: _Section, base_dir: Path) -> SourceSpec:
         "base_dir": str(base_dir),
     }
     if kind in ("csv", "jsonl"):
+        max_record_bytes = section.get("max_record_bytes", int, DEFAULT_MAX_RECORD_BYTES)
+        if max_record_bytes < 1:
+            raise section.fail("max_record_bytes", f"must be at least 1, got {max_record_bytes}")
         spec = SourceSpec(
             **common,
             path=_resolve(section.get("path", str, required=True), base_dir),
             on_missing=section.choice("on_missing", ("fail", "skip"), "fail"),
             delimiter=section.get("delimiter", str, ",") if kind == "csv" else ",",
+            max_record_bytes=max_record_bytes,
+            duplicate_headers=_duplicate_headers(section) if kind == "csv" else (),
         )
     else:
         if not common["conn_id"]:
@@ -201,6 +207,18 @@ def _source(section: _Section, base_dir: Path) -> SourceSpec:
         )
     section.done()
     return spec
+
+
+def _duplicate_headers(section: _Section) -> tuple[tuple[str, int], ...]:
+    """``{header: occurrence}`` -> sorted pairs: a spec is an immutable, hashable tuple."""
+    value = section.get("duplicate_headers", dict, {})
+    for name, occurrence in value.items():
+        if not isinstance(name, str) or type(occurrence) is not int or occurrence < 1:
+            raise section.fail(
+                "duplicate_headers",
+                f"must map header names to occurrences (1 is the first), got {name!r}: {occurrence!r}",
+            )
+    return tuple(sorted(value.items()))
 
 
 def _event_name(section: _Section) -> EventNameSpec:

@@ -10,6 +10,7 @@ Every row read ends in exactly one bucket: sent, already sent, skipped, invalid 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -204,7 +205,7 @@ class _Run:
                     if room <= 0:
                         break
                     if len(chunk.frame) > room:
-                        chunk = Chunk(frame=chunk.frame.iloc[:room], origin=chunk.origin, malformed=[])
+                        chunk = dataclasses.replace(chunk, frame=chunk.frame.iloc[:room], malformed=[])
                 yield chunk, mappers[origin]
             if limit is not None and self.summary.read >= limit:
                 log.info("row limit %d reached: the rest of the window is not read (a trial run)", limit)
@@ -218,7 +219,9 @@ class _Run:
         self.outcomes.malformed(chunk)
         if chunk.frame.empty:
             return
-        mapped = mapper.map_chunk(chunk.frame, self.window.start_ms, self.window.end_ms)
+        mapped = mapper.map_chunk(
+            chunk.frame, self.window.start_ms, self.window.end_ms, escaped=chunk.escaped
+        )
         self.outcomes.mapped(chunk, mapped)
         if not mapped.events:
             return

@@ -11,6 +11,7 @@ so a day replayed with a different number of shards still sends each event once.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 
@@ -70,4 +71,4 @@ class Shard:
         malformed = chunk.malformed if self.owns_unsplittable_rows else []
         if mask.all() and len(malformed) == len(chunk.malformed):
             return chunk
-        return Chunk(frame=frame[mask], origin=chunk.origin, malformed=malformed)
+        return dataclasses.replace(chunk, frame=frame[mask], malformed=malformed)

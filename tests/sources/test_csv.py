@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import gzip
+import io
+import random
+import re
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
+from walkme_heap.sources import csv_files
 from walkme_heap.sources.base import SourceError, SourceMissingError
 from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.sources.files import expand_paths
@@ -106,11 +113,6 @@ def test_header_only_file_has_no_rows(tmp_path: Path) -> None:
     assert rows(CsvSource(str(tmp_path / "f.csv"), DAY)) == []
 
 
-def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
-    (tmp_path / "f.csv").write_bytes(b"a\nok\xff\n")
-    assert rows(CsvSource(str(tmp_path / "f.csv"), DAY)) == [{"a": "ok\ufffd"}]
-
-
 @pytest.mark.parametrize("name", ["2024-03-10.csv", "export-2024-03-10-a.csv"])
 def test_an_empty_file_is_a_missing_one_and_a_header_only_file_a_day_without_rows(
     tmp_path: Path, name: str
@@ -125,3 +127,247 @@ def test_an_empty_file_is_a_missing_one_and_a_header_only_file_a_day_without_row
     (tmp_path / name).write_text("a,b,c\n")
     source = CsvSource(template, DAY)
     assert len(source.origins()) == 1 and rows(source) == []
+
+
+# -- hostile input: a bad file fails with a SourceError before any of it is sent; a bad record is malformed
+
+
+def chunks_of(path: Path, **options: object) -> list:
+    source = CsvSource(str(path), DAY, **options)  # type: ignore[arg-type]
+    return list(source.chunks(str(path)))
+
+
+def numbered(chunks: list) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(record number, first column) of the rows read, and the malformed records, over all chunks."""
+    good = [
+        (int(i), str(v))
+        for c in chunks
+        if len(c.frame.columns)
+        for i, v in zip(c.frame.index, c.frame.iloc[:, 0], strict=True)
+    ]
+    return good, sorted(m for c in chunks for m in c.malformed)
+
+
+def test_an_unclosed_quote_fails_the_file_before_its_first_chunk(tmp_path: Path) -> None:
+    """The rest of the file would be one value: nothing of the file is sent, the error says where."""
+    path = tmp_path / "f.csv"
+    body = "".join(f'{i},"note\n{i}"\n' for i in range(30))  # quoted line breaks: lines != records
+    path.write_text("a,b\n" + body + '31,"never closed\nmore,lines\n32,x\n')
+    chunks = CsvSource(str(path), DAY, chunk_rows=10).chunks(str(path))
+    with pytest.raises(SourceError, match=r"f\.csv.*unclosed quote.* record 31 \(line 62\)"):
+        next(chunks)
+
+
+def test_a_quote_inside_an_unquoted_field_is_text_not_an_open_quote(tmp_path: Path) -> None:
+    """Only a quote that starts a field opens a quoted value (as the parser reads it): 12" is text."""
+    path = tmp_path / "f.csv"
+    path.write_text('a,b\n1,12" screen\n2,"x""y"z\n3,"q"\n')
+    assert rows(CsvSource(str(path), DAY)) == [
+        {"a": "1", "b": '12" screen'},
+        {"a": "2", "b": 'x"yz'},
+        {"a": "3", "b": "q"},
+    ]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_damaged_gzip_fails_the_file_before_its_first_chunk(tmp_path: Path, damage: str) -> None:
+    data = gzip.compress(("a,b\n" + "".join(f"{i},{i * 7919 % 1000}\n" for i in range(50_000))).encode())
+    if damage == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:
+        data = data[:200] + bytes(b ^ 0x5A for b in data[200:400]) + data[400:]
+    (tmp_path / "f.csv.gz").write_bytes(data)
+    chunks = CsvSource(str(tmp_path / "f.csv.gz"), DAY, chunk_rows=1000).chunks(str(tmp_path / "f.csv.gz"))
+    # a truncated file may still be being written: retried like a missing one; a corrupt one fails
+    expected = SourceMissingError if damage == "truncated" else SourceError
+    message = r"f\.csv\.gz is truncated .*ends early" if damage == "truncated" else r"f\.csv\.gz .*corrupt"
+    with pytest.raises(expected, match=message):
+        next(chunks)
+
+
+def test_an_oversized_record_is_malformed_never_parsed_and_the_rest_replays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record over max_record_bytes is counted as malformed, its bytes never reach the parser
+    (memory stays bounded), and the records after it keep their numbers."""
+    big_quoted = '"' + "Q" * 3000 + "\n" + "Q" * 3000 + '"'
+    big_plain = "P" * 5000
+    path = tmp_path / "f.csv"
+    path.write_text(f"a,b\n1,x\n2,{big_quoted}\n3,y\n4,{big_plain}\n5,6,7\n8,z\n")
+    seen: list[bytes] = []
+    real = pd.read_csv
+
+    def spy(handle: Any, **kwargs: Any) -> Any:
+        data = handle.read()
+        seen.append(data)
+        return real(io.BytesIO(data), **kwargs)
+
+    monkeypatch.setattr(csv_files.pd, "read_csv", spy)
+    good, bad = numbered(chunks_of(path, chunk_rows=2, max_record_bytes=1000))
+    assert good == [(1, "1"), (3, "3"), (6, "8")]
+    assert bad == [
+        (2, "record of 6005 bytes exceeds max_record_bytes 1000"),
+        (4, "record of 5002 bytes exceeds max_record_bytes 1000"),
+        (5, "expected 2 fields, saw 3"),
+    ]
+    assert seen and not any(b"QQQQ" in data or b"PPPP" in data for data in seen)
+
+
+def test_an_oversized_header_is_a_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text(",".join(f"column_{i}" for i in range(200)) + "\n" + ",".join("1" * 200) + "\n")
+    with pytest.raises(SourceError, match=r"f\.csv: the header row is longer than max_record_bytes 1000"):
+        CsvSource(str(path), DAY, max_record_bytes=1000).headers(str(path))
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_truncated_last_record_is_malformed_not_padded(tmp_path: Path, newline: str) -> None:
+    """A file still being written ends in a partial record: padding it would send another row (and
+    another idempotency key) than the complete one later, so it is reported, never read."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(newline.join(["a,b,c", "1,2,3", '4,"5', '5"']).encode())
+    good, bad = numbered(chunks_of(path))
+    assert good == [(1, "1")]
+    assert bad == [
+        (
+            2,
+            "the last record has 2 of 3 fields and no line break: the file may be incomplete "
+            "(still being written?); it is left out (a complete file ends its last record with a line break)",
+        )
+    ]
+
+
+def test_a_last_record_without_a_line_break_is_refused_even_with_every_field(tmp_path: Path) -> None:
+    """``4,5,67`` may be ``4,5,6789`` cut while written: never sent, counted with the reason."""
+    path = tmp_path / "f.csv"
+    path.write_text('a,b,c\n1,2,3\n4,5,"6\n7"')
+    assert rows(CsvSource(str(path), DAY)) == [{"a": "1", "b": "2", "c": "3"}]
+    good, bad = numbered(chunks_of(path))
+    assert good == [(1, "1")] and [n for n, _ in bad] == [2]
+    assert "no line break: the file may be incomplete" in bad[0][1]
+    path.write_text("a,b,c\n1,2,3\n   ")  # trailing blanks are no record
+    good, bad = numbered(chunks_of(path))
+    assert (good, bad) == ([(1, "1")], [])
+
+
+def test_duplicate_headers_fail_with_their_positions_and_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("wm.euId,type,wm.euId,x,type\n1,play,2,3,click\n")
+    with pytest.raises(SourceError) as info:
+        CsvSource(str(path), DAY).headers(str(path))
+    message = str(info.value)
+    assert "f.csv has duplicate headers: 'wm.euId' at columns 1 and 3; 'type' at columns 2 and 5" in message
+    assert "source.duplicate_headers" in message
+
+
+def test_duplicate_headers_read_the_chosen_occurrence_under_the_plain_name(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("wm.euId,type,wm.euId,wm.euId.1,type\n1,play,2,3,click\n4,open,5,6,close\n")
+    source = CsvSource(str(path), DAY, duplicate_headers={"wm.euId": 2, "type": 1, "absent": 2})
+    assert source.headers(str(path)) == ["type", "wm.euId", "wm.euId.1"]
+    assert rows(source) == [
+        {"type": "play", "wm.euId": "2", "wm.euId.1": "3"},
+        {"type": "open", "wm.euId": "5", "wm.euId.1": "6"},
+    ]
+    with pytest.raises(
+        SourceError, match=r"duplicate_headers: 'wm.euId' occurrence 3, but .*f\.csv has 2 columns"
+    ):
+        CsvSource(str(path), DAY, duplicate_headers={"wm.euId": 3, "type": 1}).headers(str(path))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_invalid_utf8_keeps_its_bytes_as_lone_surrogates(tmp_path: Path, compress: bool) -> None:
+    """Replacing invalid bytes by U+FFFD would merge ids that differ only in them: each byte stays
+    distinguishable (U+DC80..U+DCFF), valid text around it is unchanged."""
+    data = "a,b\nok\udcff,ü\nok\udcfe,é\n".encode("utf-8", "surrogateescape")
+    path = tmp_path / ("f.csv.gz" if compress else "f.csv")
+    path.write_bytes(gzip.compress(data) if compress else data)
+    assert rows(CsvSource(str(path), DAY)) == [{"a": "ok\udcff", "b": "ü"}, {"a": "ok\udcfe", "b": "é"}]
+
+
+def test_malformed_numbers_agree_with_the_parsers_around_blank_lines_crlf_and_a_bom(tmp_path: Path) -> None:
+    """Left-out records keep their place: the parser's own numbers for later bad records still match."""
+    path = tmp_path / "f.csv"
+    lines = [
+        "\ufeffa,b",
+        "1,x",
+        "2," + "L" * 2000,
+        "3,y",
+        "4,y,extra",
+        "5,z",
+        '6,"' + "M" * 1500 + '"',
+        "7,e,e",
+    ]
+    path.write_bytes("\r\n".join(lines).encode())  # the last record has too many fields: the parser's
+    good, bad = numbered(chunks_of(path, chunk_rows=2, max_record_bytes=1000))
+    assert good == [(1, "1"), (3, "3"), (5, "5")]
+    assert [n for n, _ in bad] == [2, 4, 6, 7]
+    assert "exceeds" in bad[0][1] and "exceeds" in bad[2][1] and "exceeds" not in bad[1][1] + bad[3][1]
+
+
+def test_progress_counts_the_read_of_the_rows_not_the_check_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("a,b\n" + "".join(f"{i},value {i}\n" for i in range(200_000)))
+    source = CsvSource(str(path), DAY, chunk_rows=1000)
+    (origin,) = source.origins()
+    chunks = source.chunks(origin)
+    next(chunks)
+    assert 0 < source.progress() < 0.5  # type: ignore[operator]
+    for _ in chunks:
+        pass
+    assert source.progress() == 1.0
+
+
+def test_the_default_record_bound_is_one_mib(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("a,b\n1," + "v" * (1_048_576 - 2) + "\n2," + "w" * (1_048_576 - 1) + "\n3,x\n")
+    good, bad = numbered(chunks_of(path))
+    assert good == [(1, "1"), (3, "3")]
+    assert bad == [(2, "record of 1048577 bytes exceeds max_record_bytes 1048576")]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_pre_scan_splits_records_and_counts_fields_as_the_parser_does(seed: int) -> None:
+    """Random text of quotes, delimiters, line breaks (\\n, \\r, \\r\\n) and blanks, fed in random
+    blocks: the pre-scan finds an unclosed quote exactly when the parser does, the same records
+    at the same line numbers, and the same field count for a last record without a line break.
+    (Not a lone \\r before a delimiter: the parser moves that delimiter to the line before.)"""
+    from walkme_heap.sources.csv_files import _Scan
+
+    rng = random.Random(seed)
+    for _ in range(400):
+        body = "".join(rng.choice('ab,,""""\n\r  \t') for _ in range(rng.randint(0, 30)))
+        body = body.replace("\r,", "\r\n,")
+        data = (rng.choice(["", "\ufeff"]) + "h\nx\n" + body).encode()
+        scan = _Scan(ord(","), 1 << 20)
+        ends: list[int] = []
+        position = 0
+        while position < len(data):
+            size = rng.randint(1, 6)
+            ends += scan.feed(data[position : position + size]).tolist()
+            position += size
+        scan.finish()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                frame = pd.read_csv(io.BytesIO(data), dtype=str, encoding="utf-8-sig", on_bad_lines="warn")
+            except pd.errors.ParserError as exc:
+                assert "EOF inside string" in str(exc) and scan.inside, (data, str(exc))
+                continue
+        assert not scan.inside, data
+        saw = {
+            int(m.group(1)): int(m.group(2))
+            for w in caught
+            for m in re.finditer(r"Skipping line (\d+): expected 1 fields, saw (\d+)", str(w.message))
+        }
+        records, line, start = [], 1, scan.bom  # (line, bytes) of each record
+        for end in ends:
+            records.append((line, data[start:end]))
+            line += not (data[end] == 0x0A and end > 0 and data[end - 1] == 0x0D)
+            start = end + 1
+        if start < len(data):
+            records.append((line, data[start:]))
+        lines = [n for n, text in records[2:] if text.strip(b" \t")]  # data records after "h" and "x"
+        assert len(frame) - 1 + len(saw) == len(lines) and set(saw) <= set(lines), data
+        if start < len(data) and data[start:].strip(b" \t"):
+            assert scan.tail_fields() == saw.get(records[-1][0], 1), data

@@ -33,3 +33,18 @@ def test_keys_missing_from_a_chunk_make_rows_invalid_not_a_crash() -> None:
     mapper = Mapper(spec, bind_columns(spec, ["wm.euId", "created_at"], "x"))
     result = mapper.map_chunk(pd.DataFrame({"wm.euId": ["u"]}), DAY.start_ms, DAY.end_ms)
     assert result.invalid == {"unparsable_time": 1}
+
+
+def test_a_damaged_gzip_fails_as_a_source_error_when_its_keys_are_read(tmp_path: Path) -> None:
+    """The header check reads a file before its chunks: a raw EOFError escaped from there."""
+    import gzip
+
+    import pytest
+
+    from walkme_heap.sources.base import SourceError
+
+    data = gzip.compress(b"".join(b'{"wm.euId": "u%d"}\n' % n for n in range(50)))
+    for damaged in (data[: len(data) // 2], b"not gzip at all"):
+        (tmp_path / "d.jsonl.gz").write_bytes(damaged)
+        with pytest.raises(SourceError, match=r"d\.jsonl\.gz"):
+            JsonLinesSource(str(tmp_path / "d.jsonl.gz"), DAY).headers(str(tmp_path / "d.jsonl.gz"))

@@ -5,13 +5,16 @@ Rules are applied in this order, first match wins, so each row gets exactly one 
 1. ``unparsable_time`` (invalid): the time is missing or cannot be read;
 2. ``outside_window`` (skipped): the event belongs to another run's window;
 3. ``non_production`` (skipped): ``wm.env`` is not 0, unless the pipeline includes such rows;
-4. ``missing_identity`` / ``identity_too_long`` (invalid): never merge people into one profile;
+4. ``missing_identity`` / ``identity_not_text`` / ``identity_too_long`` (invalid): never merge people
+   into one profile (an identity holding bytes that are not UTF-8, NUL or other control characters
+   is not text: cleaning it could make it equal to another person's);
 5. ``missing_event_id`` (invalid): the mapping names an event-id column and the row has none;
 6. ``no_event_name`` / ``event_name_too_long`` (invalid).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,6 +37,25 @@ PLACEHOLDER_IDENTITIES = frozenset(
 )
 
 SKIP_REASONS = ("outside_window", "non_production")
+# C0 and C1 controls (NUL, tab, the unit separator of keys ...), DEL, and lone surrogates (bytes that
+# were not UTF-8). Checked only where str.isprintable() says no, which is rare and cheap to ask.
+_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def replace_escaped_bytes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns with undecodable bytes (lone surrogates) replaced by U+FFFD."""
+    frame = frame.copy()
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_string_dtype(column) or pd.api.types.is_object_dtype(column):
+            frame[name] = column.map(_replace_escaped, na_action="ignore")
+    return frame
+
+
+def _replace_escaped(value: Any) -> Any:
+    if type(value) is not str or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass
@@ -49,8 +71,14 @@ class MappedChunk:
 
 
 def stripped_text(series: pd.Series) -> list[str]:
-    """Canonical text of each value without surrounding blanks; missing -> "" (a plain list)."""
-    return [v.strip() if type(v) is str else "" if v is None else str(v).strip() for v in text_column(series)]
+    """Canonical text of each value without surrounding blanks; missing (None, NaN) -> ""."""
+    return [
+        v.strip() if type(v) is str else "" if _missing(v) else str(v).strip() for v in text_column(series)
+    ]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (type(value) is float and value != value)
 
 
 def text_column(series: pd.Series) -> pd.Series:
@@ -60,6 +88,8 @@ def text_column(series: pd.Series) -> pd.Series:
         out = pd.Series([None] * len(series), index=series.index, dtype=object)
         out[present] = [_canonical_text(float(v)) for v in series[present].to_numpy()]
         return out
+    if pd.api.types.is_unsigned_integer_dtype(series):  # beyond int64: one by one, exactly
+        return pd.Series([str(v) for v in series.tolist()], index=series.index, dtype=object)
     if pd.api.types.is_integer_dtype(series):
         return series.astype("Int64").astype("string").astype(object).where(series.notna(), None)
     if pd.api.types.is_bool_dtype(series):
@@ -75,7 +105,8 @@ def _canonical_text(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        return str(int(value))
+        # str(int()) stops at 4,300 digits
+        return str(int(value)) if value.adjusted() < 4000 else format(value.to_integral_value(), "f")
     return value if isinstance(value, str) else str(value)
 
 
@@ -104,10 +135,18 @@ class Mapper:
             self._property_cache[key] = property_columns(self.spec, columns, self.bound.roles)
         return self._property_cache[key]
 
-    def map_chunk(self, frame: pd.DataFrame, start_ms: int, end_ms: int) -> MappedChunk:
+    def map_chunk(
+        self, frame: pd.DataFrame, start_ms: int, end_ms: int, *, escaped: bool = False
+    ) -> MappedChunk:
+        """Map one chunk. ``escaped``: its text may hold undecodable bytes as lone surrogates; the
+        identity is judged as read, every other value gets U+FFFD for them (as a replacing decoder
+        would have given: the same keys as before such bytes were kept)."""
         n = len(frame)
         frame = frame.reset_index(drop=True)
         outcome = np.full(n, "", dtype=object)  # "" = still a candidate
+        identity = stripped_text(self._role(frame, "identity"))
+        if escaped:
+            frame = replace_escaped_bytes(frame)
 
         def mark(mask: np.ndarray, reason: str) -> None:
             outcome[(outcome == "") & mask] = reason
@@ -122,10 +161,17 @@ class Mapper:
             env_text = stripped_text(environment)
             mark(np.fromiter((v not in production for v in env_text), dtype=bool, count=n), "non_production")
 
-        identity = stripped_text(self._role(frame, "identity"))
         mark(
             np.fromiter((v.lower() in PLACEHOLDER_IDENTITIES for v in identity), dtype=bool, count=n),
             "missing_identity",
+        )
+        mark(
+            np.fromiter(
+                (not v.isprintable() and _NOT_TEXT.search(v) is not None for v in identity),
+                dtype=bool,
+                count=n,
+            ),
+            "identity_not_text",
         )
         identity_lengths = np.fromiter(map(len, identity), dtype=np.int64, count=n)
         mark(identity_lengths > MAX_IDENTITY_CHARS, "identity_too_long")

@@ -3,11 +3,17 @@
 Booleans become ``"true"`` / ``"false"``, empty strings and NaN are dropped, arrays are joined with
 ``||`` (as Heap itself does), and long strings are cut to 1023 characters and counted, so a report
 can say how many values were shortened. Sources flatten nested objects into dotted keys.
+
+Numbers go as JSON numbers only when a double holds them exactly (JSON readers, JavaScript's and
+most others, read numbers as doubles): an integer beyond 2^53 - 1 and a decimal (SQL ``NUMERIC``)
+with more digits than a double holds go as their exact decimal text.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +21,38 @@ import numpy as np
 import pandas as pd
 
 from walkme_heap.heap_api import MAX_PROPERTY_CHARS
+
+MAX_EXACT_INTEGER = 2**53 - 1  # the largest integer every JSON reader holds exactly
+
+
+def _leaves(values: list[Any] | tuple[Any, ...]) -> Iterator[Any]:
+    """The items of nested lists in order, without recursion (JSON allows 1,024 levels)."""
+    stack = [iter(values)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, (list, tuple)):
+                stack.append(iter(item))
+                break
+            yield item
+        else:
+            stack.pop()
+
+
+def exact_integer(value: int) -> int | str:
+    """An integer as a JSON number when readers hold it exactly, else as its digits."""
+    return value if -MAX_EXACT_INTEGER <= value <= MAX_EXACT_INTEGER else str(value)
+
+
+def exact_decimal(value: Decimal) -> int | float | str | None:
+    """A SQL decimal as a number when a double holds it exactly (``12.50`` -> 12.5), else as text."""
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
+        if abs(value) <= MAX_EXACT_INTEGER:
+            return int(value)
+        return format(value.to_integral_value(), "f")  # its digits (str(int) stops at 4,300 of them)
+    number = float(value)
+    return number if Decimal(repr(number)) == value else str(value)
 
 
 class PropertyCleaner:
@@ -30,18 +68,19 @@ class PropertyCleaner:
         if isinstance(value, (bool, np.bool_)):
             return "true" if value else "false"
         if isinstance(value, (int, np.integer)):
-            return int(value)
+            return exact_integer(int(value))
         if isinstance(value, (float, np.floating)):
             return float(value) if math.isfinite(value) else None
-        if isinstance(value, Decimal):  # SQL NUMERIC
-            if not value.is_finite():
-                return None
-            return int(value) if value == value.to_integral_value() else float(value)
+        if isinstance(value, Decimal):  # SQL NUMERIC, exact JSON decimals
+            return exact_decimal(value)
         if isinstance(value, (list, tuple)):
-            parts = [self.value(v) for v in value]
+            parts = [self.value(v) for v in _leaves(value)]
             value = "||".join(str(p) for p in parts if p is not None)
         elif isinstance(value, dict):
-            value = str(value)
+            try:
+                value = str(value)
+            except RecursionError:  # nested deeper than Python's repr goes: said, never a crash
+                value = f"<an object nested deeper than {sys.getrecursionlimit()} levels>"
         elif not isinstance(value, str):
             value = value.isoformat() if hasattr(value, "isoformat") else str(value)
         if not value.strip():
@@ -70,10 +109,16 @@ class PropertyCleaner:
                 for v in series.to_numpy(dtype=object, na_value=None)
             ]
         if pd.api.types.is_integer_dtype(series) and not series.hasnans:
-            return [int(v) for v in series.to_numpy()]
+            values = series.to_numpy()
+            if len(values) and (values.max() > MAX_EXACT_INTEGER or values.min() < -MAX_EXACT_INTEGER):
+                return [exact_integer(int(v)) for v in values]
+            return [int(v) for v in values]
         return [self.value(v) for v in series.tolist()]
 
 
 def property_key(key: str) -> str:
-    """Keys are kept as the source spells them (Heap keys are case-sensitive), capped in length."""
+    """Keys are kept as the source spells them (Heap keys are case-sensitive), capped in length; a
+    header's bytes that are not UTF-8 (lone surrogates) become U+FFFD."""
+    if not key.isascii():
+        key = key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return key[:MAX_PROPERTY_CHARS]

@@ -32,12 +32,20 @@ def _files(
         chunk_rows=spec.chunk_rows,
         on_missing=spec.on_missing,
         fs_factory=connections.filesystem(spec.conn_id),
+        max_record_bytes=spec.max_record_bytes,
         **kw,
     )
 
 
 def _csv(spec: SourceSpec, window: Window, connections: Connections) -> Source:
-    return _files(CsvSource, spec, window, connections, delimiter=spec.delimiter)
+    return _files(
+        CsvSource,
+        spec,
+        window,
+        connections,
+        delimiter=spec.delimiter,
+        duplicate_headers=dict(spec.duplicate_headers),
+    )
 
 
 def _jsonl(spec: SourceSpec, window: Window, connections: Connections) -> Source:

@@ -2,6 +2,10 @@
 
 Paths may hold ``{date:%Y-%m-%d}`` (one path per UTC day of the window), ``{start:...}`` and
 ``{end:...}``, then glob characters; matches are read in sorted order.
+
+A truncated or corrupt ``.gz`` file is a ``SourceError`` naming the file, found by reading it through
+(``read_through``) before anything of it is sent. ``max_record_bytes`` bounds one record (a line, or
+a CSV record with quoted line breaks): a longer one is reported as malformed, never held in memory.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -18,6 +24,9 @@ from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS, SourceError, SourceMiss
 from walkme_heap.window import Window
 
 _GLOB = re.compile(r"[*?\[]")
+DEFAULT_MAX_RECORD_BYTES = 1_048_576  # one record (1 MiB); a longer one is malformed, not read whole
+BLOCK_BYTES = 1 << 20  # decompressed bytes a block when a file is read through (bounds memory)
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
 def expand_paths(template: str, window: Window) -> list[str]:
@@ -52,19 +61,24 @@ class FileSource:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         on_missing: str = "fail",
         fs_factory: FsFactory | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
         self.template = path
         self.window = window
         self.chunk_rows = chunk_rows
         self.on_missing = on_missing
         self.fs_factory = fs_factory or url_to_fs
+        self.max_record_bytes = max_record_bytes
+        self.missing: list[str] = []  # days without a usable file, skipped under on_missing="skip"
         self._bytes_read = 0
 
     def origins(self) -> list[str]:
         """Every file of the window, in a stable order; a missing one fails or is skipped. A
         zero-byte file counts as missing (still being written, or a failed export); a file with
-        a header alone is a day without rows."""
+        a header alone is a day without rows. The skipped days' paths are kept in ``missing`` (a
+        run that skipped some is incomplete)."""
         found: list[str] = []
+        self.missing = []
         total = 0  # bytes of the window's files (progress)
         for url in expand_paths(self.template, self.window):
             fs, path = self.fs_factory(url)
@@ -86,6 +100,7 @@ class FileSource:
                     f"no file for {self.window.label} at {url}{empty} "
                     "(set source.on_missing: skip to treat a missing day as empty)"
                 )
+            self.missing.append(url)
         self._total_bytes = total
         return found
 
@@ -93,16 +108,70 @@ class FileSource:
         fs, path = self.fs_factory(url)
         return int(fs.size(path) or 0)
 
-    def open(self, url: str) -> Any:
-        """A binary file object, decompressed when the name ends in ``.gz``; bytes are counted."""
+    def open(self, url: str, *, counted: bool = True) -> Any:
+        """A binary file object, decompressed when the name ends in ``.gz``; bytes are counted for
+        progress unless ``counted`` is false (a check reading the file before its rows are read)."""
         fs, path = self.fs_factory(url)
-        raw = _Counting(fs.open(path, mode="rb"), self)
+        handle = fs.open(path, mode="rb")
+        raw = _Counting(handle, self) if counted else handle
         return gzip.GzipFile(fileobj=raw, mode="rb") if path.endswith(".gz") else raw
+
+    def blocks(self, url: str, block_bytes: int = BLOCK_BYTES) -> Iterator[bytes]:
+        """The file's decompressed bytes in blocks of ``block_bytes`` (the last one shorter), not
+        counted for progress. A truncated or corrupt gzip stream is a ``SourceError`` naming the file."""
+        with self.open(url, counted=False) as handle:
+            while True:
+                try:
+                    block = _read_full(handle, block_bytes)
+                except GZIP_ERRORS as exc:
+                    raise gzip_error(url, exc) from None
+                if not block:
+                    return
+                yield block
+
+    def read_through(self, url: str, on_block: Callable[[bytes], None] | None = None) -> None:
+        """Read the whole file (decompressed, in blocks, bounded memory), handing each block to
+        ``on_block``; raises ``SourceError`` naming the file when its gzip stream is truncated or
+        corrupt, so a caller can check a file before the first row of it is sent."""
+        for block in self.blocks(url):
+            if on_block is not None:
+                on_block(block)
 
     def progress(self) -> float | None:
         """Share of the window's bytes read so far (compressed bytes for .gz files)."""
         total = getattr(self, "_total_bytes", 0)
         return min(1.0, self._bytes_read / total) if total else None
+
+
+def gzip_error(url: str, exc: BaseException) -> SourceError:
+    """The error of a gzip file that cannot be decompressed to its end. A truncated one (its end
+    missing) may still be being written: like a missing file, the task is retried; a corrupt one
+    fails it."""
+    if isinstance(exc, EOFError):
+        return SourceMissingError(
+            f"{url} is truncated ({type(exc).__name__}: {exc}): the gzip file ends early (still being "
+            "written, or a failed copy?); nothing of it was sent"
+        )
+    return SourceError(
+        f"{url} cannot be decompressed ({type(exc).__name__}: {exc}): the gzip file is corrupt "
+        "(a failed copy?); nothing of it was sent"
+    )
+
+
+def _read_full(handle: Any, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at the end (a raw stream may return short reads)."""
+    data = handle.read(size)
+    if not data or len(data) == size:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = handle.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 class _Counting(io.RawIOBase):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
+from walkme_heap.sources.files import DEFAULT_MAX_RECORD_BYTES
 
 
 class SourceSpec(NamedTuple):
@@ -30,14 +31,29 @@ class SourceSpec(NamedTuple):
     order_by: tuple[str, ...] = ()  # sql table: deterministic order (default: time column)
     payload_column: str | None = None  # sql: a JSON column holding the raw webhook payload
     base_dir: str | None = None  # what relative paths are relative to (the configuration's folder)
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # files: a longer record is malformed, never read
+    # csv: {header: 1-based occurrence to read} for headers a file repeats, as sorted (name, n) pairs
+    duplicate_headers: tuple[tuple[str, int], ...] = ()
 
     def located(self, path: str | None) -> str | None:
         """A path as the source opens it: URLs and absolute paths as they are, else under ``base_dir``."""
         return located(path, Path(self.base_dir)) if path and self.base_dir else path
 
     def settings(self) -> dict[str, Any]:
-        """The settings that are set, as plain values (for logs)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items() if v is not None}
+        """The settings that are set, as plain values (for logs); the file guards only when changed
+        from their defaults (most pipelines never set them)."""
+        out: dict[str, Any] = {}
+        for key, value in self._asdict().items():
+            if value is None or (key in _GUARDS and value == self._field_defaults[key]):
+                continue
+            if key == "duplicate_headers":
+                out[key] = dict(value)
+            else:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+_GUARDS = ("max_record_bytes", "duplicate_headers")
 
 
 def located(path: str, base_dir: Path) -> str:

@@ -17,10 +17,16 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import orjson
 import pandas as pd
 
-from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS, Chunk, SourceError, records_frame
+from walkme_heap.sources.base import (
+    DEFAULT_CHUNK_ROWS,
+    Chunk,
+    SourceError,
+    exact_numbers,
+    loads_exact,
+    records_frame,
+)
 from walkme_heap.window import Window
 
 log = logging.getLogger(__name__)
@@ -115,7 +121,7 @@ def _cursor(connection: Any) -> Any:
     if module == "psycopg":
         from psycopg.types.json import set_json_loads
 
-        set_json_loads(orjson.loads, connection)  # JSONB payloads decode several times faster
+        set_json_loads(loads_exact, connection)  # orjson: JSONB decodes several times faster
     if module in ("psycopg", "psycopg2"):
         return connection.cursor(name=f"walkme_heap_{uuid.uuid4().hex[:12]}")
     if module in ("MySQLdb", "pymysql"):
@@ -167,6 +173,7 @@ class SqlSource:
         numbers = list(range(self._fetched + 1, self._fetched + 1 + len(rows)))
         self._fetched += len(rows)
         frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
+        frame = exact_numbers(frame, lambda position, _: [row[position] for row in rows])
         frame.index = pd.Index(numbers, dtype="int64")
         return self._expand_payload(frame)
 
@@ -182,8 +189,8 @@ class SqlSource:
         for number, value in zip(frame.index, frame[self.payload_column].tolist(), strict=True):
             if isinstance(value, (str, bytes, bytearray)):
                 try:
-                    value = orjson.loads(value)
-                except orjson.JSONDecodeError:
+                    value = loads_exact(value)
+                except ValueError:  # orjson.JSONDecodeError is one
                     value = None
             if isinstance(value, dict):
                 payloads.append(value)
