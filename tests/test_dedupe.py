@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+import stat
+from pathlib import Path
 
 import numpy as np
 
 from tests.helpers import DAY, SPEC, first_occurrences, write_day
 from walkme_heap.dedupe import NewEventFilter, SeenKeys
+from walkme_heap.home import remove_stale_files
 from walkme_heap.mapping.keys import key_from_event_id, key_hashes
 from walkme_heap.replay import ReplayOptions, replay
 from walkme_heap.sources.csv_files import CsvSource
@@ -80,3 +83,26 @@ def test_the_new_event_filter_skips_repeats_and_what_heap_holds() -> None:
     second = chooser.select([events[1], events[2], events[4], events[3]])
     assert ([e["n"] for e in second.events], second.repeats, second.already_sent) == ([2, 4], 2, 0)
     chooser.close()
+
+
+def test_a_live_spill_file_survives_another_runs_cleanup_of_the_folder(tmp_path) -> None:
+    """Another run of the pipeline cleaning the working folder between chunks (as sharded replays on
+    one host do) leaves this run's file alone, across merges; a file nobody holds is removed."""
+    stale = tmp_path / "walkme-heap-seen-left-by-a-killed-run.u64"
+    stale.write_bytes(b"\0" * 80)
+    seen = SeenKeys(memory_keys=300, spill_dir=str(tmp_path))
+    rng = random.Random(5)
+    reference: set[str] = set()
+    for n in range(30):
+        chunk = [key_from_event_id(str(rng.randrange(3000))) for _ in range(150)]
+        expected = []
+        for key in chunk:
+            expected.append(key not in reference)
+            reference.add(key)
+        assert first_occurrences(seen, chunk) == expected
+        assert [Path(p).name for p in remove_stale_files(tmp_path)] == ([stale.name] if n == 0 else [])
+    assert seen.spilled and len(seen) == len(reference)
+    (spilled,) = tmp_path.glob("walkme-heap-seen-*.u64")
+    assert stat.S_IMODE(spilled.stat().st_mode) == 0o600
+    seen.close()
+    assert list(tmp_path.glob("walkme-heap-seen-*.u64")) == []

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -128,6 +129,46 @@ def test_report_page_and_api(report_home: Path, monkeypatch: pytest.MonkeyPatch)
     assert sum(d["read_rows"] for d in shards) == 10 and sum(d["sent"] for d in shards) == 5
     page = client.get("/report", params={"pipeline": "e2e_sharded", "day": "2024-03-10"}).text
     assert '<tr id="day-e2e_sharded-2024-03-10-shard-2-of-2" class="selected">' in page
+
+
+def test_the_report_shows_the_newest_complete_dead_letters_after_a_partial_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dead letters on an object store: two complete runs (two versions), then a trial run (its
+    partial file beside them). The day's row links the second version, and names the trial's."""
+    home = tmp_path / "walkme_heap"
+    home.mkdir()
+    location = f"memory://report-{uuid.uuid4().hex[:12]}"
+    window = resolve_window({}, datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 11, tzinfo=UTC))
+    path = str(DATA / "e2e" / "walkme_webhooks_{date:%Y-%m-%d}.csv")
+    urls = []
+    with HeapEmulator() as emulator:
+        ledger = Ledger.sqlite(str(home / "ledger.db"))
+        for limit in (None, None, 3):
+            summary = replay(
+                "versions",
+                CsvSource(path, window),
+                SPEC,
+                window,
+                HeapClient(emulator.url, "app"),
+                ReplayOptions(max_invalid_ratio=0.5, row_limit=limit),
+                ledger=ledger,
+                dead_letters=DeadLetters(location, "versions", window.label),
+            )
+            urls.append(summary.dead_letters)
+        ledger.close()
+    complete, newest, partial = urls
+    assert len({complete, newest, partial}) == 3
+    version = r"2024-03-10\.\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}\.jsonl"
+    assert re.fullmatch(rf"{location}/versions/{version}", newest), newest
+    assert re.fullmatch(rf"{location}/versions/partial/{version}", partial), partial
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(home))
+    client = client_as()
+    (day,) = client.get("/api/days", params={"pipeline": "versions"}).json()["days"]
+    assert (day["read_rows"], day["dead_letters"], day["partial_dead_letters"]) == (3, newest, partial)
+    page = client.get("/report", params={"pipeline": "versions", "day": "2024-03-10"}).text
+    cell = re.search(r'<td data-col="dead_letters">([^<]*)</td>', page)
+    assert cell and cell.group(1).split("\n") == [newest, f"partial run: {partial}"]
 
 
 def _team_config(tmp_path: Path, ledger_conn_id: str) -> Path:

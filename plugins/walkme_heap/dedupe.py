@@ -9,20 +9,24 @@ Seen keys are kept as 64-bit hashes (8 bytes an event) in sorted runs, one per c
 merged when they pile up. Past ``memory_keys`` keys (500,000 by default: 4 MB) they are merged into one
 sorted file on disk, which each later chunk's candidates are checked against in slices of 2 MB, so
 a day of any size replays in flat memory. Only such large days pay for it: one sequential read of
-the file per chunk (from the page cache). The file is deleted at ``close``.
+the file per chunk (from the page cache). The file is deleted at ``close``. The hashes are derived
+from the events, identities among them: the file is made by ``home.work_file`` in the run's working
+folder (0600, locked while in use, so the next run removes it if this one is killed). Each merge
+writes a new file and deletes the old one: renaming it over the old name would let a cleanup that
+had opened the old file (then unlocked) remove the new one by that name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from walkme_heap.home import release_work_file, work_file
 from walkme_heap.mapping.keys import key_hashes
 
 MAX_RUNS = 16  # merge the smaller runs beyond this many (keeps each lookup cheap)
@@ -33,9 +37,9 @@ SLICE_KEYS = 1 << 18  # keys read from disk at a time (2 MB, into one reused buf
 class _SortedFile:
     """Sorted, distinct 64-bit hashes in a temporary file, only ever read in slices."""
 
-    def __init__(self, directory: str | None) -> None:
-        handle, self.path = tempfile.mkstemp(prefix="walkme-heap-seen-", suffix=".u64", dir=directory)
-        os.close(handle)
+    def __init__(self, directory: str | Path | None) -> None:
+        self.directory = directory
+        self._lock, self.path = work_file(directory, "seen", ".u64")  # held until removed
         self.count = 0
         # One buffer for every read: fresh multi-megabyte arrays per slice would come from the heap
         # once glibc's adaptive mmap threshold has grown, and fragment it.
@@ -63,28 +67,33 @@ class _SortedFile:
 
     def merge(self, new: np.ndarray) -> None:
         """Add sorted hashes that are not in the file: a streaming merge into a new file."""
-        handle, merged = tempfile.mkstemp(
-            prefix="walkme-heap-seen-", suffix=".u64", dir=os.path.dirname(self.path)
-        )
-        taken = 0
-        with os.fdopen(handle, "wb") as out:
-            for part in self._slices():
-                upto = int(np.searchsorted(new, part[-1], "right"))
-                np.sort(np.concatenate((part, new[taken:upto]))).tofile(out)
-                taken = upto
-            new[taken:].tofile(out)
-        os.replace(merged, self.path)
+        handle, merged = work_file(self.directory, "seen", ".u64")
+        try:
+            taken = 0
+            with os.fdopen(os.dup(handle), "wb") as out:
+                for part in self._slices():
+                    upto = int(np.searchsorted(new, part[-1], "right"))
+                    np.sort(np.concatenate((part, new[taken:upto]))).tofile(out)
+                    taken = upto
+                new[taken:].tofile(out)
+        except BaseException:
+            release_work_file(handle, merged)
+            raise
+        self.remove()
+        self._lock, self.path = handle, merged
         self.count += len(new)
 
     def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
+        if self._lock >= 0:
+            lock, self._lock = self._lock, -1
+            release_work_file(lock, self.path)
 
 
 class SeenKeys:
-    """The keys of this run's events so far."""
+    """The keys of this run's events so far; past ``memory_keys`` in a file in ``spill_dir`` (the
+    run's working folder; None: the system temp folder, which nothing cleans)."""
 
-    def __init__(self, memory_keys: int = DEFAULT_MEMORY_KEYS, spill_dir: str | None = None) -> None:
+    def __init__(self, memory_keys: int = DEFAULT_MEMORY_KEYS, spill_dir: str | Path | None = None) -> None:
         self._runs: list[np.ndarray] = []  # sorted, disjoint arrays of hashes
         self.memory_keys = memory_keys
         self.spill_dir = spill_dir
@@ -156,11 +165,17 @@ class NewEventFilter:
 
     :param acknowledged: sorted hashes of the keys the ledger holds for the window (empty to send
         everything again).
+    :param spill_dir: the run's working folder, for the seen keys past ``memory_keys``.
     """
 
-    def __init__(self, acknowledged: np.ndarray, memory_keys: int = DEFAULT_MEMORY_KEYS) -> None:
+    def __init__(
+        self,
+        acknowledged: np.ndarray,
+        memory_keys: int = DEFAULT_MEMORY_KEYS,
+        spill_dir: str | Path | None = None,
+    ) -> None:
         self.acknowledged = acknowledged
-        self.seen = SeenKeys(memory_keys)
+        self.seen = SeenKeys(memory_keys, spill_dir)
 
     def select(self, events: list[dict[str, Any]]) -> NewEvents:
         hashes = key_hashes([e["idempotency_key"] for e in events])

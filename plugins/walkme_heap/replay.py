@@ -6,6 +6,11 @@ read (``sources``) -> this shard's rows (``sharding``) -> map (``mapping``) -> w
 
 No Airflow import: the operator adapts this to a task; tests and benchmarks call it directly.
 Every row read ends in exactly one bucket: sent, already sent, skipped, invalid or rejected.
+
+Temporary files (the seen keys of a large window; the dead letters, made by the caller) go to the
+pipeline's working folder, where a run first removes what runs that died left (``home``). A run that
+did not read the whole window (its ``row_limit`` reached, or a missing file its source skipped)
+publishes its dead letters as partial, beside the complete run's (``deadletters``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +38,7 @@ from walkme_heap.heap_api import (
     IDENTITY_EVENTS_PER_MINUTE,
     MAX_EVENTS_PER_REQUEST,
 )
+from walkme_heap.home import default_work_dir, remove_stale_files
 from walkme_heap.ledger import Ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.mapping.columns import bind_columns
@@ -112,6 +119,7 @@ class _Run:
         ledger: Ledger | None,
         dead_letters: DeadLetters | None,
         acknowledged: np.ndarray,
+        work_dir: Path,
     ) -> None:
         self.pipeline, self.source, self.spec, self.window = pipeline, source, spec, window
         self.options, self.ledger = options, ledger
@@ -129,7 +137,7 @@ class _Run:
         self.run_token = f"{options.run_id or 'walkme-heap'}{shard_tag}#{uuid.uuid4().hex[:12]}"
         self.app_id = client.app_id if client is not None else None
         self.outcomes = Outcomes(self.summary, dead_letters)
-        self.new_events = NewEventFilter(acknowledged, options.dedupe_memory_keys)
+        self.new_events = NewEventFilter(acknowledged, options.dedupe_memory_keys, work_dir)
         self.progress = Progress(
             self.summary,
             pending=lambda: self.outbox.pending,
@@ -243,9 +251,14 @@ def replay(
     *,
     ledger: Ledger | None = None,
     dead_letters: DeadLetters | None = None,
+    work_dir: str | Path | None = None,
 ) -> ReplaySummary:
     """Replay one window. Raises DeliveryError (Heap did not acknowledge) or TooManyInvalid; any
-    other error (a ledger write that failed after Heap answered ...) is raised as it came."""
+    other error (a ledger write that failed after Heap answered ...) is raised as it came.
+
+    :param work_dir: the pipeline's working folder for temporary files; default
+        ``home.default_work_dir(pipeline)``.
+    """
     options = options or ReplayOptions()
     if client is None and not options.dry_run:
         raise ValueError("a Heap client is needed unless dry_run is set")
@@ -262,6 +275,8 @@ def replay(
         " as a dry run: nothing will be sent or written" if options.dry_run else "",
         " with force: events already sent are sent again (Heap ignores the repeats)" if options.force else "",
     )
+    work = Path(work_dir) if work_dir is not None else default_work_dir(pipeline)
+    remove_stale_files(work)  # left by runs of the pipeline that died (the live ones' are locked)
     acknowledged = np.empty(0, dtype=np.uint64)
     if ledger is not None and not options.force:  # a dry run reads it too, for honest counts
         # Per app: Heap accepts any app id silently, and what one app holds is not in another.
@@ -275,7 +290,7 @@ def replay(
         if dead_letters is not None:
             dead_letters.discard()
             dead_letters = None
-    run = _Run(pipeline, source, spec, window, client, options, ledger, dead_letters, acknowledged)
+    run = _Run(pipeline, source, spec, window, client, options, ledger, dead_letters, acknowledged, work)
     run.summary.app_id = app_id
     runs = ledger.runs if ledger is not None else None
     record = None
@@ -298,6 +313,12 @@ def replay(
                 "%d distinct event keys were checked for repeats on disk (a large window)",
                 len(run.new_events.seen),
             )
+        location = None
+        if dead_letters is not None:  # a publish that fails fails the run (its record says so)
+            partial = _partial(summary, source, options)
+            location = dead_letters.commit(partial=bool(partial))
+            if partial:
+                log.info("dead letters of a partial run (%s): %s; complete runs' are kept", partial, location)
     except BaseException as exc:
         run.summary.seconds = run.progress.elapsed()
         if dead_letters is not None:
@@ -316,7 +337,6 @@ def replay(
         raise
     finally:
         run.new_events.close()
-    location = dead_letters.commit() if dead_letters is not None else None
     summary.dead_letters = location
     # A shard is not judged alone: rows without an identity all land in shard 1. The day's summary
     # task applies the bound to the day.
@@ -326,6 +346,19 @@ def replay(
     if message:
         raise TooManyInvalid(message, summary)
     return summary
+
+
+def _partial(summary: ReplaySummary, source: Source, options: ReplayOptions) -> str:
+    """Why this run did not read the whole window ("" when it did): its dead letters must not
+    replace a complete run's."""
+    if options.row_limit is not None and summary.read >= options.row_limit:
+        return f"a trial run: its row limit of {options.row_limit} was reached"
+    missing = list(getattr(source, "missing", None) or ())
+    if missing:
+        return f"{len(missing)} missing file(s) skipped: {', '.join(map(str, missing[:3]))}" + (
+            " ..." if len(missing) > 3 else ""
+        )
+    return ""
 
 
 def too_many_invalid(summary: ReplaySummary, max_ratio: float, dead_letters: str | None) -> str:

@@ -1,10 +1,15 @@
 """The replay report: a page in the Airflow UI (a FastAPI app served by the API server).
 
 Per pipeline and window: the newest run's status and counts from the ledger (read, sent, already
-sent, invalid, rejected, skipped), when it ran, and where its dead letters are; and a chart of the
-events Heap acknowledged per day. The ledgers are those the configured pipelines write (each one's
-``ledger_conn_id``), opened as the replay tasks open them, once for the app's lifetime; the page
-names them. A ledger that cannot be read makes the page say so (HTTP 503), never an empty report.
+sent, invalid, rejected, skipped), when it ran, and where the window's dead letters are; and a chart
+of the events Heap acknowledged per day. The dead letters shown are the newest complete run's (the
+file its run record names: on object stores each run writes a version of its own), whatever runs
+came after it: a partial run (a trial's row limit, a skipped missing day) writes its own beside them,
+named in the same cell, and a run that stopped on an error keeps none.
+
+The ledgers are those the configured pipelines write (each one's ``ledger_conn_id``), opened as the
+replay tasks open them, once for the app's lifetime; the page names them. A ledger that cannot be
+read makes the page say so (HTTP 503), never an empty report.
 
 ``/walkme-heap/report?pipeline=...&day=...`` highlights one day (the replay task's "Replay report"
 link points there); ``/walkme-heap/api/days`` is the same as JSON.
@@ -43,8 +48,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walkme_heap.config import DEFAULT_LEDGER_CONN_ID, ConfigError, Pipeline, config_path, load_pipelines
 from walkme_heap.connections import Connections, UnusableConnection
+from walkme_heap.deadletters import is_partial
 from walkme_heap.hooks.connections import AirflowConnections
 from walkme_heap.ledger import Ledger, open_ledger
+from walkme_heap.ledger.runs import TABLE as RUNS_TABLE
 from walkme_heap.operators.replay import task_heartbeat_timeout
 
 T = TypeVar("T")
@@ -84,6 +91,8 @@ class LedgerRecords:
     runs: list[dict[str, Any]]
     sent: list[tuple[str, str, str | None, int]]  # (pipeline, day, Heap app, events)
     ledgers: list[str]  # each ledger's description, for the page
+    # The newest complete dead letters of each (pipeline, window label, shard or "").
+    dead_letters: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     @property
     def pipelines(self) -> set[str]:
@@ -128,16 +137,18 @@ class LedgerReader:
     def _read(self, conn_ids: Sequence[str]) -> LedgerRecords:
         runs: list[dict[str, Any]] = []
         sent: list[tuple[str, str, str | None, int]] = []
+        dead_letters: dict[tuple[str, str, str], str] = {}
         ledgers = self._ledgers(conn_ids)
         for description, ledger in ledgers:
             try:
                 runs += ledger.runs.latest(task_heartbeat_timeout())
                 sent += ledger.acks.sent_per_day()
+                dead_letters.update(complete_dead_letters(ledger))
             except Exception as exc:  # a database that cannot be reached or read: say which
                 with suppress(Exception):  # a broken connection may not even close; it is dropped
                     ledger.close()  # the next read opens it afresh
                 raise ReportUnavailable(f"the ledger ({description}) cannot be read: {exc}") from None
-        return LedgerRecords(runs, sent, [description for description, _ in ledgers])
+        return LedgerRecords(runs, sent, [description for description, _ in ledgers], dead_letters)
 
     def _ledgers(self, conn_ids: Sequence[str]) -> list[tuple[str, Ledger]]:
         """The open ledger of each connection, with its description as of now (undefined connections
@@ -169,15 +180,34 @@ class LedgerReader:
                 log.warning("replay report: closing the ledger (%s) failed: %s", ledger.description, exc)
 
 
+def complete_dead_letters(ledger: Ledger) -> dict[tuple[str, str, str], str]:
+    """The dead letters of the newest run of each pipeline, window and shard ("") that kept complete
+    ones (a partial run's are under ``partial/``)."""
+    newest: dict[tuple[str, str, str], str] = {}
+    for run in ledger.database.fetch_records(
+        f"SELECT pipeline, window_label, shard, dead_letters FROM {RUNS_TABLE.name} "
+        "WHERE dead_letters IS NOT NULL ORDER BY id"
+    ):
+        if not is_partial(run["dead_letters"], run["pipeline"]):
+            newest[(run["pipeline"], run["window_label"], run["shard"] or "")] = run["dead_letters"]
+    return newest
+
+
 def report_data(records: LedgerRecords, shown: Collection[str]) -> dict[str, Any]:
     """The newest run per pipeline, day and shard, and the events sent per day, of the pipelines
-    ``shown``."""
+    ``shown``. A run's ``dead_letters`` are the window's newest complete ones, its
+    ``partial_dead_letters`` its own when it was a partial run."""
     newest: dict[tuple[str, str, str], dict[str, Any]] = {}  # one row per day and shard
     for run in records.runs:
         if run["pipeline"] in shown:
             key = (run["pipeline"], run["window_label"], run.get("shard") or "")
             if key not in newest or run["started_at"] > newest[key]["started_at"]:
-                newest[key] = run
+                own = run.get("dead_letters")
+                newest[key] = {
+                    **run,
+                    "dead_letters": records.dead_letters.get(key),
+                    "partial_dead_letters": own if own and is_partial(own, run["pipeline"]) else None,
+                }
     runs = sorted(newest.values(), key=lambda r: r.get("shard") or "")
     runs.sort(key=lambda r: r["window_start"], reverse=True)
     runs.sort(key=lambda r: r["pipeline"])
@@ -294,6 +324,14 @@ def _cell(key: str, value: Any) -> str:
     return str(value)
 
 
+def _dead_letters_cell(run: dict[str, Any]) -> str:
+    """The window's complete dead letters, then on a line of its own a partial newest run's."""
+    lines = [run["dead_letters"]] if run.get("dead_letters") else []
+    if run.get("partial_dead_letters"):
+        lines.append(f"partial run: {run['partial_dead_letters']}")
+    return "\n".join(lines)
+
+
 def render(data: dict[str, Any], pipeline: str | None, day: str | None, notices: Sequence[str] = ()) -> str:
     rows = []
     for run in data["days"]:
@@ -305,7 +343,10 @@ def render(data: dict[str, Any], pipeline: str | None, day: str | None, notices:
             else ""
         )
         cells = "".join(
-            f'<td data-col="{key}">{html.escape(_cell(key, run.get(key)))}</td>' for key, _ in COLUMNS
+            f'<td data-col="{key}">'
+            + html.escape(_dead_letters_cell(run) if key == "dead_letters" else _cell(key, run.get(key)))
+            + "</td>"
+            for key, _ in COLUMNS
         )
         rows.append(f'<tr id="{html.escape(anchor)}"{mark}>{cells}</tr>')
     head = "".join(f"<th>{title}</th>" for _, title in COLUMNS)
@@ -315,7 +356,8 @@ body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
 table {{ border-collapse: collapse; margin-top: 16px; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
 th {{ background: #f0eefc; }} tr.selected td {{ background: #fff3c4; font-weight: bold; }}
-td[data-col=status] {{ text-transform: uppercase; }} td[data-col=dead_letters] {{ word-break: break-all; }}
+td[data-col=status] {{ text-transform: uppercase; }}
+td[data-col=dead_letters] {{ word-break: break-all; white-space: pre-line; }}
 .notice {{ background: #fff3c4; padding: 8px; }} .ledgers {{ color: #555; }}
 </style></head><body><h1>{title}</h1>{"".join(f'<p class="notice">{html.escape(n)}</p>' for n in notices)}
 <p class="ledgers">Ledger: {html.escape("; ".join(data["ledgers"]))}</p>{_chart(data["sent_per_day"])}

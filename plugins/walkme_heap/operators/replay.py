@@ -21,7 +21,7 @@ from walkme_heap.config import (
 from walkme_heap.connections import UnusableConnection
 from walkme_heap.deadletters import DeadLetters, DeadLettersUnwritable
 from walkme_heap.delivery.client import HeapClient
-from walkme_heap.home import default_dead_letters
+from walkme_heap.home import default_dead_letters, default_work_dir
 from walkme_heap.hooks.connections import AirflowConnections
 from walkme_heap.hooks.heap import HeapHook
 from walkme_heap.ledger import Ledger, open_ledger
@@ -68,8 +68,10 @@ class WalkMeToHeapOperator(BaseOperator):
     :param heap_conn_id: the Heap connection (host = base URL, login = app_id).
     :param ledger_conn_id: a SQL connection (common-sql) for the ledger of acknowledged events; when
         it is not defined, a SQLite file under ``$AIRFLOW_HOME/walkme_heap/`` is used.
-    :param dead_letters: where dead letters go (local path or fsspec URL): one JSON Lines file per
-        pipeline and window. Default ``$AIRFLOW_HOME/walkme_heap/dead_letters``. Templated.
+    :param dead_letters: where dead letters go (local path or fsspec URL): JSON Lines files per
+        pipeline and window, a new version per run on object stores, a partial run's (a trial's
+        ``limit``, a skipped missing day) under ``partial/`` (see ``deadletters``). Default
+        ``$AIRFLOW_HOME/walkme_heap/dead_letters``. Templated.
     :param dead_letters_conn_id: an Airflow connection for an object-storage dead-letter location.
     :param max_invalid_ratio: fail the task (after every valid event is sent) when more than this
         share of the rows read were invalid or rejected. A shard's task does not judge it: the day's
@@ -184,12 +186,12 @@ class WalkMeToHeapOperator(BaseOperator):
             raise AirflowFailException(f"ledger {exc}") from None
 
     def _dead_letters(
-        self, window: Window, shard: Shard | None, connections: AirflowConnections
+        self, window: Window, shard: Shard | None, connections: AirflowConnections, work_dir: Path
     ) -> DeadLetters:
         label = f"{window.label}.{shard.label}" if shard else window.label
         location = self.dead_letters or default_dead_letters()
         letters = DeadLetters(
-            location, self.pipeline, label, connections.filesystem(self.dead_letters_conn_id)
+            location, self.pipeline, label, connections.filesystem(self.dead_letters_conn_id), work_dir
         )
         try:
             letters.check()
@@ -217,7 +219,10 @@ class WalkMeToHeapOperator(BaseOperator):
                 client, options = self._heap(options)
             else:
                 options = self._dry_run_app(options)
-            dead_letters = None if options.dry_run else self._dead_letters(window, shard, connections)
+            work_dir = default_work_dir(self.pipeline)  # temporary files, removed once their run died
+            dead_letters = (
+                None if options.dry_run else self._dead_letters(window, shard, connections, work_dir)
+            )
             summary = replay(
                 self.pipeline,
                 source,
@@ -227,6 +232,7 @@ class WalkMeToHeapOperator(BaseOperator):
                 options,
                 ledger=ledger,
                 dead_letters=dead_letters,
+                work_dir=work_dir,
             )
         except (SourceError, MissingColumnsError, TooManyInvalid, DeliveryError) as exc:
             raise self._failure(where, exc) from None
