@@ -58,6 +58,10 @@ def print_run(title: str, summary: dict, stats: dict) -> None:
     print(f"  skipped rows       {summary['skipped']}")
     for reason, count in summary["skipped_by_reason"].items():
         print(f"    {reason:<22} {count}")
+    print(
+        f"  late, within bound {summary.get('late_events', 0)}   (events of earlier days filed with this "
+        "day: sent by this run, or already sent)"
+    )
     print(f"  values truncated   {summary['truncated_values']}")
     print(f"  already sent       {summary['already_sent']}   (the ledger: acknowledged by an earlier run)")
     print(f"  rejected by Heap   {summary['rejected']}")

@@ -62,6 +62,14 @@ EXPECTED = [
             "ctx.title": "日本語タイトル",
         },
     },
+    {  # 23:59:59.999 of the day before, filed with this day: a late event, within the default 2 days
+        "app_id": "test-app",
+        "identity": "u-dave",
+        "event": "WalkMe ShoutOut Displayed",
+        "timestamp": "2024-03-09T23:59:59.999+00:00",
+        "idempotency_key": "wmh1-c65f1b466ca27d0f40e9935b77d5c845",
+        "properties": {"type": "play", "oId": "88121", "oName": "Promo", "sId": "s-8", "ctx.title": "Home"},
+    },
     {
         "app_id": "test-app",
         "identity": "u-heidi",
@@ -106,13 +114,14 @@ def test_replays_one_day_exactly(e2e: HeapEmulator, capfd: pytest.CaptureFixture
     assert by_key(received(e2e)) == by_key(EXPECTED)
     summary = result.summary
     assert summary is not None
-    assert (summary["read"], summary["sent"], summary["batches"]) == (10, 5, 1)
+    assert (summary["read"], summary["sent"], summary["batches"]) == (10, 6, 1)
+    assert summary["late_events"] == 1  # 23:59:59.999 of the day before, filed with this day
     assert summary["invalid_by_reason"] == {"missing_identity": 1, "unparsable_time": 1}
-    assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 2}
+    assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 1}
     assert summary["read"] == summary["sent"] + summary["invalid"] + summary["skipped"]
     assert summary["window"] == {"start": "2024-03-10T00:00:00+00:00", "end": "2024-03-11T00:00:00+00:00"}
     assert result.links == {"ReplayReportLink": "/walkme-heap/report?pipeline=e2e&day=2024-03-10"}
-    for identity in ("u-alice", "u-bob", "u-grace", "u-heidi", "u-ivan"):
+    for identity in ("u-alice", "u-bob", "u-dave", "u-grace", "u-heidi", "u-ivan"):
         assert identity not in output.out + output.err, "identities must not reach the logs"
 
 
@@ -120,9 +129,9 @@ def test_running_the_same_day_again_sends_nothing(e2e: HeapEmulator) -> None:
     assert run("e2e").state == "success"
     again = run("e2e")
     assert again.state == "success" and again.summary is not None
-    assert (again.summary["sent"], again.summary["already_sent"]) == (0, 5)
+    assert (again.summary["sent"], again.summary["already_sent"]) == (0, 6)
     counts = stats(e2e)
-    assert (counts["unique_events"], counts["duplicate_events"], counts["requests"]) == (5, 0, 1)
+    assert (counts["unique_events"], counts["duplicate_events"], counts["requests"]) == (6, 0, 1)
     assert by_key(received(e2e)) == by_key(EXPECTED)
 
 
@@ -130,15 +139,15 @@ def test_force_sends_the_day_again_and_heap_drops_the_repeats(e2e: HeapEmulator)
     assert run("e2e").state == "success"
     forced = run("e2e", conf={"force": True})
     assert forced.state == "success" and forced.summary is not None
-    assert (forced.summary["sent"], forced.summary["already_sent"], forced.summary["force"]) == (5, 0, True)
+    assert (forced.summary["sent"], forced.summary["already_sent"], forced.summary["force"]) == (6, 0, True)
     counts = stats(e2e)
-    assert (counts["unique_events"], counts["duplicate_events"]) == (5, 5)
+    assert (counts["unique_events"], counts["duplicate_events"]) == (6, 6)
 
 
 def test_dry_run_sends_nothing(e2e: HeapEmulator) -> None:
     result = run("e2e", conf={"dry_run": True})
     assert result.state == "success" and result.summary is not None
-    assert result.summary["dry_run"] is True and result.summary["sent"] == 5
+    assert result.summary["dry_run"] is True and result.summary["sent"] == 6
     assert stats(e2e).get("requests", 0) == 0
 
 
@@ -178,8 +187,8 @@ def test_an_event_heap_refuses_is_isolated_and_dead_lettered(e2e: HeapEmulator, 
     requests.post(f"{e2e.url}/_emulator/config", json={"poison": "u-grace"}, timeout=5)
     result = run("e2e")
     assert result.state == "success" and result.summary is not None
-    assert (result.summary["sent"], result.summary["rejected"]) == (4, 1)
-    assert {e["identity"] for e in received(e2e)} == {"u-alice", "u-bob", "u-heidi", "u-ivan"}
+    assert (result.summary["sent"], result.summary["rejected"]) == (5, 1)
+    assert {e["identity"] for e in received(e2e)} == {"u-alice", "u-bob", "u-dave", "u-heidi", "u-ivan"}
     letters = [json.loads(line) for line in Path(result.summary["dead_letters"]).read_text().splitlines()]
     rejected = [d for d in letters if d["outcome"] == "rejected"]
     assert len(rejected) == 1 and rejected[0]["payload"]["identity"] == "u-grace"
@@ -212,7 +221,7 @@ def test_a_templated_source_path_is_rendered_for_the_run(e2e: HeapEmulator, dag:
     """``{{ data_interval_start... }}`` in the path, in one task and in each mapped shard."""
     result = run(dag)
     assert result.state == "success" and result.summary is not None
-    assert (result.summary["read"], result.summary["sent"]) == (10, 5)
+    assert (result.summary["read"], result.summary["sent"]) == (10, 6)
     assert by_key(received(e2e)) == by_key(EXPECTED)
 
 
@@ -233,11 +242,11 @@ def test_a_sharded_day_runs_as_mapped_tasks_and_adds_up(e2e: HeapEmulator) -> No
     assert by_key(received(e2e)) == by_key([{**e} for e in EXPECTED])
     summary = result.summary
     assert summary is not None and summary["shard"] == "3 shards"
-    assert (summary["read"], summary["sent"]) == (10, 5)
+    assert (summary["read"], summary["sent"]) == (10, 6)
     assert summary["invalid_by_reason"] == {"missing_identity": 1, "unparsable_time": 1}
-    assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 2}
+    assert summary["skipped_by_reason"] == {"non_production": 1, "outside_window": 1}
     again = run("e2e_sharded")
-    assert again.summary is not None and (again.summary["sent"], again.summary["already_sent"]) == (0, 5)
+    assert again.summary is not None and (again.summary["sent"], again.summary["already_sent"]) == (0, 6)
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 

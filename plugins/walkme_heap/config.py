@@ -25,6 +25,10 @@ from walkme_heap.sources.files import DEFAULT_MAX_RECORD_BYTES
 from walkme_heap.sources.spec import SourceSpec, located
 from walkme_heap.sources.sql import TIME_TYPES
 
+WINDOW_ON = ("event_time", "load_time")
+MAX_LATENESS_DAYS = 92  # the longest window a manual run may ask for (it replays what was too late)
+DEFAULT_LATENESS_SECONDS = 2 * 86_400  # WalkMe's exports: webhooks filed by arrival, reports hours late
+
 CONFIG_ENV = "WALKME_HEAP_CONFIG"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "pipelines.yaml"
 DEFAULT_HEAP_CONN_ID = "heap_default"  # HeapHook.default_conn_name
@@ -59,6 +63,7 @@ class Pipeline:
     dead_letters: str | None = None  # location (path or URL); default under $AIRFLOW_HOME
     dead_letters_conn_id: str | None = None
     max_invalid_ratio: float = 0.1
+    lateness_seconds: int = DEFAULT_LATENESS_SECONDS  # how late events may arrive (late data)
 
     @property
     def dag_id(self) -> str:
@@ -196,6 +201,19 @@ def _source(section: _Section, base_dir: Path) -> SourceSpec:
             query_file = _resolve(query_file, base_dir)
             if not Path(query_file).is_file():
                 raise section.fail("query_file", f"names no file: {query_file}")
+        window_on = section.choice("window_on", WINDOW_ON, "event_time")
+        load_time_column = section.get("load_time_column", str)
+        load_time_type = section.get("load_time_type", str)
+        if window_on == "load_time" and table and not load_time_column:
+            raise section.fail("load_time_column", "is required with 'table' and window_on: load_time")
+        if load_time_column and (window_on != "load_time" or not table):
+            raise section.fail("load_time_column", "applies to a 'table' with window_on: load_time")
+        if load_time_type is not None and not load_time_column:
+            raise section.fail("load_time_type", "applies with load_time_column")
+        if load_time_type is not None and load_time_type not in TIME_TYPES:
+            raise section.fail(
+                "load_time_type", f"must be one of {', '.join(TIME_TYPES)}, got {load_time_type!r}"
+            )
         spec = SourceSpec(
             **common,
             table=table,
@@ -204,9 +222,33 @@ def _source(section: _Section, base_dir: Path) -> SourceSpec:
             time_type=time_type,
             order_by=section.strings("order_by"),
             payload_column=section.get("payload_column", str),
+            window_on=window_on,
+            load_time_column=load_time_column,
+            load_time_type=load_time_type,
         )
     section.done()
     return spec
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(second|minute|hour|day|week)s?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400, "week": 604_800}
+
+
+def _duration(section: _Section, name: str, default: int, *, most_days: int) -> int:
+    """``2 days``, ``36 hours``, ``90 minutes`` or ``0`` -> seconds. A number needs its unit: ``2``
+    alone could mean seconds or days, so it is refused."""
+    value = section.get(name, (int, str))
+    if value is None:
+        return default
+    if value == 0 or (isinstance(value, str) and value.strip() == "0"):
+        return 0
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise section.fail(name, f"must be a duration with its unit, such as '2 days', got {value!r}")
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds > most_days * 86_400:
+        raise section.fail(name, f"must be at most {most_days} days (a manual run's longest), got {value!r}")
+    return seconds
 
 
 def _duplicate_headers(section: _Section) -> tuple[tuple[str, int], ...]:
@@ -320,6 +362,7 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
         dead_letters=_dead_letters(top, base_dir),
         dead_letters_conn_id=top.get("dead_letters_conn_id", str),
         max_invalid_ratio=_ratio(top, "max_invalid_ratio", 0.1),
+        lateness_seconds=_duration(top, "lateness", DEFAULT_LATENESS_SECONDS, most_days=MAX_LATENESS_DAYS),
     )
     top.done()
     if not 1 <= pipeline.shards <= MAX_SHARDS:

@@ -97,6 +97,7 @@ def build_dag(pipeline: Pipeline) -> DAG:
             "dead_letters": pipeline.dead_letters,
             "dead_letters_conn_id": pipeline.dead_letters_conn_id,
             "max_invalid_ratio": pipeline.max_invalid_ratio,
+            "lateness_seconds": pipeline.lateness_seconds,
         }
         if pipeline.shards == 1:
             WalkMeToHeapOperator(**arguments)

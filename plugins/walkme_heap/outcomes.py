@@ -1,5 +1,7 @@
 """Where each row that is not sent goes: its count in the summary by reason and, for an invalid or
-rejected row, its dead letter. One call does both, so the counts and the dead letters agree.
+rejected row, its dead letter. One call does both, so the counts and the dead letters agree. A row
+that arrived later than the pipeline's lateness bound is skipped, yet dead-lettered too: it is a
+valid event nobody will send unless someone replays its day.
 """
 
 from __future__ import annotations
@@ -9,9 +11,15 @@ from typing import Any
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.dedupe import NewEvents
 from walkme_heap.delivery.sender import Rejected
-from walkme_heap.mapping.mapper import MappedChunk
+from walkme_heap.mapping.mapper import LATE, MappedChunk
 from walkme_heap.sources.base import Chunk
 from walkme_heap.summary import ReplaySummary
+
+LATE_MESSAGE = (
+    "the event is older than the run's window opened by the pipeline's lateness: it arrived later "
+    "than the pipeline allows; replay it with a manual run whose window holds its day and the day "
+    "of the file (or load) it arrived in"
+)
 
 
 class Outcomes:
@@ -40,13 +48,14 @@ class Outcomes:
         if self.dead_letters is None:
             return
         for position, reason, kind in mapped.rejected:
-            if kind == "invalid":
+            if kind == "invalid" or reason == LATE:
                 row = chunk.frame.iloc[position]
                 self.dead_letters.add(
                     origin=chunk.origin,
                     row=int(chunk.frame.index[position]),
-                    outcome="invalid",
+                    outcome=kind,
                     reason=reason,
+                    message=LATE_MESSAGE if reason == LATE else "",
                     source=row.to_dict(),
                 )
 

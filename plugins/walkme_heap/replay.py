@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,9 @@ from walkme_heap.home import default_work_dir, remove_stale_files
 from walkme_heap.ledger import Ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.mapping.columns import bind_columns
-from walkme_heap.mapping.mapper import Mapper
+from walkme_heap.mapping.mapper import LATE, Mapper
 from walkme_heap.mapping.spec import MappingSpec
+from walkme_heap.mapping.timestamps import format_ms
 from walkme_heap.outcomes import Outcomes
 from walkme_heap.progress import PROGRESS_SECONDS, Progress
 from walkme_heap.sharding import Shard
@@ -103,6 +105,17 @@ class ReplayOptions:
     # A running record without a heartbeat this long is abandoned (Airflow's task heartbeat
     # timeout: the operator passes the configured one); the run beats every fifth of it.
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT
+    # How late events may arrive: the run also sends the events of this many seconds before its
+    # window that its source holds (late arrivals, in the files of later days or loaded later);
+    # older ones are ``later_than_lateness`` and dead-lettered. None: events before the window are
+    # another run's (``outside_window``), as for a source partitioned by event time.
+    lateness_seconds: int | None = None
+
+    def accepted(self, window: Window) -> Window:
+        """The event times this run sends: its window, opened ``lateness_seconds`` earlier."""
+        if not self.lateness_seconds:
+            return window
+        return Window(window.start - timedelta(seconds=self.lateness_seconds), window.end)
 
 
 class _Run:
@@ -122,6 +135,8 @@ class _Run:
         work_dir: Path,
     ) -> None:
         self.pipeline, self.source, self.spec, self.window = pipeline, source, spec, window
+        self.accepted = options.accepted(window)
+        self._window_stamp = format_ms(np.array([window.start_ms]))[0]  # as events' timestamps read
         self.options, self.ledger = options, ledger
         shard = options.shard
         self.summary = ReplaySummary(
@@ -228,13 +243,22 @@ class _Run:
         if chunk.frame.empty:
             return
         mapped = mapper.map_chunk(
-            chunk.frame, self.window.start_ms, self.window.end_ms, escaped=chunk.escaped
+            chunk.frame,
+            self.accepted.start_ms,
+            self.window.end_ms,
+            escaped=chunk.escaped,
+            before_window=LATE if self.options.lateness_seconds is not None else "outside_window",
         )
+        if mapped.oldest_too_late_ms is not None:
+            day = datetime.fromtimestamp(mapped.oldest_too_late_ms / 1000, UTC).date().isoformat()
+            self.summary.oldest_late_day = min(self.summary.oldest_late_day or day, day)
         self.outcomes.mapped(chunk, mapped)
         if not mapped.events:
             return
         new = self.new_events.select(mapped.events)
         self.outcomes.new(new)
+        if self.accepted.start < self.window.start:  # new events from the margin: late arrivals
+            self.summary.late_events += sum(e["timestamp"] < self._window_stamp for e in new.events)
         try:
             self.outbox.put(new.events)
         except Undelivered as exc:
@@ -280,7 +304,7 @@ def replay(
     acknowledged = np.empty(0, dtype=np.uint64)
     if ledger is not None and not options.force:  # a dry run reads it too, for honest counts
         # Per app: Heap accepts any app id silently, and what one app holds is not in another.
-        acknowledged = ledger.acks.acknowledged(pipeline, window.days(), app_id=app_id)
+        acknowledged = ledger.acks.acknowledged(pipeline, options.accepted(window).days(), app_id=app_id)
         log.info(
             "already sent: what the ledger holds for %s",
             f"Heap app {app_id}" if app_id is not None else "any Heap app (no app id given)",
@@ -346,6 +370,15 @@ def replay(
     if message:
         raise TooManyInvalid(message, summary)
     return summary
+
+
+def late_replay_params(window: Window, oldest_late_day: str | None) -> dict[str, str]:
+    """The ``start`` / ``end`` params of the manual run that sends the events a run found later than
+    its lateness: from the oldest one's day through the whole last day of this run's window (``end``
+    is exclusive, so a window ending mid-day still reads the file of its last day)."""
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    start = oldest_late_day or window.start.date().isoformat()
+    return {"start": start, "end": (last_day + timedelta(days=1)).isoformat()}
 
 
 def _partial(summary: ReplaySummary, source: Source, options: ReplayOptions) -> str:

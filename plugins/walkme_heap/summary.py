@@ -28,6 +28,10 @@ class ReplaySummary:
     waited_seconds: float = 0.0  # pacing to the rate limits
     unsent: int = 0  # when a run stops: events not acknowledged (sent by the next run)
     truncated_values: int = 0
+    # New events from the lateness margin before the window (late arrivals within the bound, not
+    # in the ledger): part of ``sent`` (or of ``unsent`` when the run stops), not a bucket of its own.
+    late_events: int = 0
+    oldest_late_day: str | None = None  # the oldest day of an event later than the lateness bound
     seconds: float = 0.0
     dead_letters: str | None = None
     shard: str | None = None  # "2/4" for one shard of a day; None for a whole window
@@ -81,6 +85,8 @@ class ReplaySummary:
             "waited_seconds": round(self.waited_seconds, 1),
             "unsent": self.unsent,
             "truncated_values": self.truncated_values,
+            "late_events": self.late_events,
+            "oldest_late_day": self.oldest_late_day,
             "seconds": round(self.seconds, 3),
             "dead_letters": self.dead_letters,
             "shard": self.shard,
@@ -116,6 +122,8 @@ class ReplaySummary:
             waited_seconds=float(data.get("waited_seconds") or 0.0),
             unsent=int(data.get("unsent") or 0),
             truncated_values=int(data.get("truncated_values") or 0),
+            late_events=int(data.get("late_events") or 0),
+            oldest_late_day=data.get("oldest_late_day"),
             seconds=float(data.get("seconds") or 0.0),
             dead_letters=data.get("dead_letters"),
             shard=data.get("shard"),
@@ -143,6 +151,9 @@ class ReplaySummary:
             for name in ("read", "sent", "already_sent", "batches", "retries", "throttled", "unsent"):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.truncated_values += part.truncated_values
+            total.late_events += part.late_events
+            days = [d for d in (total.oldest_late_day, part.oldest_late_day) if d]
+            total.oldest_late_day = min(days) if days else None
             total.waited_seconds = max(total.waited_seconds, part.waited_seconds)
             total.seconds = max(total.seconds, part.seconds)
             total.invalid.update(part.invalid)
@@ -166,6 +177,7 @@ class ReplaySummary:
             ("rows read", self.read),
             (f"events {verb}", self.sent),
             ("already sent (ledger)", self.already_sent),
+            *([("new late events (within the bound)", self.late_events)] if self.late_events else []),
             ("batches", self.batches),
         ]
         rows += [(f"invalid: {k}", v) for k, v in sorted(self.invalid.items())]

@@ -29,7 +29,9 @@ class Window:
             value = getattr(self, name)
             if value.tzinfo is None:
                 raise WindowError(f"window {name} must be timezone-aware")
-            object.__setattr__(self, name, value.astimezone(UTC))
+            utc = value.astimezone(UTC)  # a plain datetime: Airflow's pendulum ones lose their zone
+            plain = datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=UTC)  # in arithmetic
+            object.__setattr__(self, name, plain)
         if self.end <= self.start:
             raise WindowError(
                 f"window end {self.end:%Y-%m-%dT%H:%M:%SZ} must be after its start "

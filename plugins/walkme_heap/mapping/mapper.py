@@ -9,7 +9,10 @@ Rules are applied in this order, first match wins, so each row gets exactly one 
    into one profile (an identity holding bytes that are not UTF-8, NUL or other control characters
    is not text: cleaning it could make it equal to another person's);
 5. ``missing_event_id`` (invalid): the mapping names an event-id column and the row has none;
-6. ``no_event_name`` / ``event_name_too_long`` (invalid).
+6. ``no_event_name`` / ``event_name_too_long`` (invalid);
+7. ``later_than_lateness`` (skipped, dead-lettered): with a lateness bound, a valid event older than
+   the window opened by the bound: it arrived later than the pipeline allows (a manual run over its
+   day sends it). Checked last, so an invalid row stays invalid whatever its time.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ PLACEHOLDER_IDENTITIES = frozenset(
     {"", "null", "undefined", "none", "nan", "nil", "user", "[object object]", "n/a"}
 )
 
-SKIP_REASONS = ("outside_window", "non_production")
+LATE = "later_than_lateness"
+SKIP_REASONS = ("outside_window", "non_production", LATE)
 # C0 and C1 controls (NUL, tab, the unit separator of keys ...), DEL, and lone surrogates (bytes that
 # were not UTF-8). Checked only where str.isprintable() says no, which is rare and cheap to ask.
 _NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -68,6 +72,7 @@ class MappedChunk:
     invalid: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     truncated_values: int = 0
+    oldest_too_late_ms: int | None = None  # the oldest event time counted ``later_than_lateness``
 
 
 def stripped_text(series: pd.Series) -> list[str]:
@@ -136,11 +141,18 @@ class Mapper:
         return self._property_cache[key]
 
     def map_chunk(
-        self, frame: pd.DataFrame, start_ms: int, end_ms: int, *, escaped: bool = False
+        self,
+        frame: pd.DataFrame,
+        start_ms: int,
+        end_ms: int,
+        *,
+        escaped: bool = False,
+        before_window: str = "outside_window",
     ) -> MappedChunk:
-        """Map one chunk. ``escaped``: its text may hold undecodable bytes as lone surrogates; the
-        identity is judged as read, every other value gets U+FFFD for them (as a replacing decoder
-        would have given: the same keys as before such bytes were kept)."""
+        """Map one chunk; events in ``[start_ms, end_ms)`` are sent. ``escaped``: its text may hold
+        undecodable bytes as lone surrogates; the identity is judged as read, every other value
+        gets U+FFFD for them (as a replacing decoder would have given: the same keys as before such
+        bytes were kept). ``before_window``: the reason of rows older than ``start_ms``."""
         n = len(frame)
         frame = frame.reset_index(drop=True)
         outcome = np.full(n, "", dtype=object)  # "" = still a candidate
@@ -153,7 +165,9 @@ class Mapper:
 
         times = to_epoch_ms(self._role(frame, "timestamp"))
         mark(times == INVALID_MS, "unparsable_time")
-        mark((times < start_ms) | (times >= end_ms), "outside_window")
+        if before_window != LATE:
+            mark(times < start_ms, before_window)
+        mark(times >= end_ms, "outside_window")
 
         environment = self._role(frame, "environment")
         if environment is not None and not self.spec.include_non_production:
@@ -189,8 +203,13 @@ class Mapper:
         name_lengths = np.fromiter((len(x) for x in names), dtype="int64", count=n)
         mark(name_lengths == 0, "no_event_name")
         mark(name_lengths > MAX_EVENT_NAME_CHARS, "event_name_too_long")
+        if before_window == LATE:  # only an event that would have been sent is late (checked last)
+            mark(times < start_ms, LATE)
 
         result = MappedChunk(events=[], rows=np.flatnonzero(outcome == ""))
+        too_late = outcome == LATE
+        if too_late.any():
+            result.oldest_too_late_ms = int(times[too_late].min())
         for position in np.flatnonzero(outcome != ""):
             reason = outcome[position]
             kind = "skipped" if reason in SKIP_REASONS else "invalid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -28,8 +29,9 @@ from walkme_heap.ledger import Ledger, open_ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.links import ReplayReportLink
 from walkme_heap.mapping.columns import MissingColumnsError
+from walkme_heap.mapping.mapper import LATE
 from walkme_heap.mapping.spec import MappingSpec
-from walkme_heap.replay import DeliveryError, ReplayOptions, TooManyInvalid, replay
+from walkme_heap.replay import DeliveryError, ReplayOptions, TooManyInvalid, late_replay_params, replay
 from walkme_heap.run_params import row_limit, truthy
 from walkme_heap.sharding import Shard
 from walkme_heap.sources.base import SourceError, SourceMissingError
@@ -85,6 +87,12 @@ class WalkMeToHeapOperator(BaseOperator):
     :param shard: replay only this shard (0-based) of the window's rows, split by a stable hash of
         the identity into ``shards`` parts; set by dynamic task mapping (``expand(shard=...)``).
     :param shards: how many shards the window is split into (1: no split).
+    :param lateness_seconds: how late events may arrive: the run also sends the events of this many
+        seconds before its window that its source holds (files are read for the run's days, as
+        they arrive; a SQL source bounded by event time re-reads that much before the window), and
+        counts older ones ``later_than_lateness`` (dead-lettered, with how to replay them). None
+        (the default when the operator is used alone): events before the window are another run's
+        (``outside_window``). Pipelines set it with ``lateness`` (default 2 days).
     """
 
     template_fields: Sequence[str] = ("source", "dry_run", "force", "dead_letters")
@@ -109,6 +117,7 @@ class WalkMeToHeapOperator(BaseOperator):
         config_dir: str | None = None,
         shard: int | None = None,
         shards: int = 1,
+        lateness_seconds: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -126,6 +135,7 @@ class WalkMeToHeapOperator(BaseOperator):
         self.config_dir = config_dir
         self.shard = shard
         self.shards = shards
+        self.lateness_seconds = lateness_seconds
 
     # -- what to replay: checked before anything is opened ---------------------------------------------
     def _request(self, context: Context, where: str) -> tuple[Window, SourceSpec, MappingSpec, ReplayOptions]:
@@ -147,6 +157,7 @@ class WalkMeToHeapOperator(BaseOperator):
                 row_limit=row_limit(params.get("limit")),
                 shard=Shard.of(self.shard, self.shards),
                 heartbeat_timeout=task_heartbeat_timeout(),
+                lateness_seconds=self.lateness_seconds,
             )
         except ConfigError as exc:  # its message names the pipeline and the key
             raise AirflowFailException(str(exc)) from None
@@ -209,7 +220,7 @@ class WalkMeToHeapOperator(BaseOperator):
         self.log.info("%s: source %s", where, source_spec.settings())
         connections = AirflowConnections()
         try:
-            source = open_source(source_spec, window, connections)
+            source = open_source(source_spec, window, connections, accepted=options.accepted(window))
         except SourceError as exc:
             raise AirflowFailException(f"{where}: {exc}; nothing was sent") from None
         ledger = self._ledger(connections)
@@ -241,6 +252,19 @@ class WalkMeToHeapOperator(BaseOperator):
                 client.close()
             ledger.close()
         self.log.info("%s: replay finished\n%s", where, summary.table())
+        if summary.skipped.get(LATE):
+            params = late_replay_params(window, summary.oldest_late_day)
+            self.log.warning(
+                "%s: %d event(s) arrived later than the pipeline's lateness (%s) allows: not sent, kept "
+                "in the dead letters (%s). To send them, trigger a manual run from their day through "
+                "this window's last day: airflow dags trigger %s --conf '%s'",
+                where,
+                summary.skipped[LATE],
+                timedelta(seconds=self.lateness_seconds or 0),
+                summary.dead_letters or "a dry run keeps none",
+                self.dag_id,
+                json.dumps(params),
+            )
         return summary.as_dict()
 
     def _failure(self, where: str, exc: Exception) -> Exception:

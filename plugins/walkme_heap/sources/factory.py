@@ -57,8 +57,12 @@ def _sql(spec: SourceSpec, window: Window, connections: Connections) -> Source:
         sql = connections.sql(spec.conn_id or "")
     except (ConnectionNotDefined, UnusableConnection) as exc:
         raise SourceError(str(exc)) from None
+    by_load = spec.window_on == "load_time"
     if spec.table:
-        query = table_query(spec.table, spec.time_column or "", spec.order_by)
+        column = (spec.load_time_column if by_load else spec.time_column) or ""
+        # a load batch shares one load time: order within it by event time too (deterministic)
+        order = spec.order_by or ((column, spec.time_column or column) if by_load else ())
+        query = table_query(spec.table, column, order)
         label = f"{spec.conn_id}:{spec.table}"
     else:
         query_file = Path(spec.located(spec.query_file) or "")
@@ -72,7 +76,7 @@ def _sql(spec: SourceSpec, window: Window, connections: Connections) -> Source:
         sql.placeholder,
         window,
         query=query,
-        time_type=spec.time_type,
+        time_type=(spec.load_time_type or spec.time_type) if by_load else spec.time_type,
         payload_column=spec.payload_column,
         chunk_rows=spec.chunk_rows,
         label=label,
@@ -87,9 +91,18 @@ OPENERS: dict[str, Callable[[SourceSpec, Window, Connections], Source]] = {
 SOURCE_TYPES = tuple(OPENERS)
 
 
-def open_source(spec: SourceSpec, window: Window, connections: Connections) -> Source:
-    """The source of ``spec`` for one window; raises SourceError when it cannot be opened."""
+def open_source(
+    spec: SourceSpec, window: Window, connections: Connections, *, accepted: Window | None = None
+) -> Source:
+    """The source of ``spec`` for one window; raises SourceError when it cannot be opened.
+
+    ``accepted``: the event times the run sends (its window opened by the pipeline's lateness). A
+    SQL source bounded by event time reads all of them (a row loaded after its own day's run is
+    found by the next runs); files and a SQL source bounded by load time read the run's window
+    (arrival), and the mapping judges each event's time."""
     opener = OPENERS.get(spec.type)
     if opener is None:
         raise SourceError(f"source type must be one of {', '.join(SOURCE_TYPES)}, got {spec.type!r}")
+    if spec.type == "sql" and spec.window_on == "event_time" and accepted is not None:
+        window = accepted
     return opener(spec, window, connections)

@@ -34,6 +34,12 @@ class SourceSpec(NamedTuple):
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # files: a longer record is malformed, never read
     # csv: {header: 1-based occurrence to read} for headers a file repeats, as sorted (name, n) pairs
     duplicate_headers: tuple[tuple[str, int], ...] = ()
+    # sql: what the window bounds: "event_time" (the run also re-reads the lateness before it, so
+    # rows loaded late are found) or "load_time" (rows loaded in the window, any event time: those
+    # older than the lateness are counted and dead-lettered, never missed)
+    window_on: str = "event_time"
+    load_time_column: str | None = None  # sql table with window_on load_time: the load-time column
+    load_time_type: str | None = None  # its type (default: time_type)
 
     def located(self, path: str | None) -> str | None:
         """A path as the source opens it: URLs and absolute paths as they are, else under ``base_dir``."""
@@ -53,7 +59,7 @@ class SourceSpec(NamedTuple):
         return out
 
 
-_GUARDS = ("max_record_bytes", "duplicate_headers")
+_GUARDS = ("max_record_bytes", "duplicate_headers", "window_on")
 
 
 def located(path: str, base_dir: Path) -> str:
