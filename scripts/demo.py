@@ -59,8 +59,8 @@ def print_run(title: str, summary: dict, stats: dict) -> None:
     for reason, count in summary["skipped_by_reason"].items():
         print(f"    {reason:<22} {count}")
     print(
-        f"  late, within bound {summary.get('late_events', 0)}   (events of earlier days filed with this "
-        "day: sent by this run, or already sent)"
+        f"  late, within bound {summary.get('late_events', 0)}   (new events of earlier days filed with "
+        "this day: sent by this run)"
     )
     print(f"  values truncated   {summary['truncated_values']}")
     print(f"  already sent       {summary['already_sent']}   (the ledger: acknowledged by an earlier run)")
