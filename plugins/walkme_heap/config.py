@@ -175,11 +175,20 @@ def _source(section: _Section, base_dir: Path) -> SourceSpec:
         spec = SourceSpec(
             **common,
             path=_resolve(section.get("path", str, required=True), base_dir),
-            on_missing=section.choice("on_missing", ("fail", "skip"), "fail"),
+            on_missing=section.choice("on_missing", ("fail", "skip", "wait"), "fail"),
+            wait_timeout_seconds=_duration(section, "wait_timeout", 12 * 3600, most_days=7),
+            wait_poke_seconds=_duration(section, "wait_poke", 300, most_days=1),
             delimiter=section.get("delimiter", str, ",") if kind == "csv" else ",",
             max_record_bytes=max_record_bytes,
             duplicate_headers=_duplicate_headers(section) if kind == "csv" else (),
         )
+        for key in ("wait_timeout", "wait_poke"):
+            if key in section.data and spec.on_missing != "wait":
+                raise section.fail(key, "applies with on_missing: wait")
+        if spec.wait_timeout_seconds < 1 or spec.wait_poke_seconds < 1:
+            raise section.fail(
+                "wait_timeout" if spec.wait_timeout_seconds < 1 else "wait_poke", "must not be 0"
+            )
     else:
         if not common["conn_id"]:
             raise section.fail("conn_id", "is required for a sql source (an Airflow SQL connection)")

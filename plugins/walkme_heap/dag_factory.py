@@ -13,6 +13,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
 from walkme_heap.config import ConfigError, Pipeline, load_pipelines
 from walkme_heap.operators.replay import WalkMeToHeapOperator
+from walkme_heap.operators.sensor import WalkMeExportSensor
 from walkme_heap.operators.summary import ReplaySummaryOperator
 
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
@@ -99,14 +100,28 @@ def build_dag(pipeline: Pipeline) -> DAG:
             "max_invalid_ratio": pipeline.max_invalid_ratio,
             "lateness_seconds": pipeline.lateness_seconds,
         }
+        wait = None
+        if pipeline.source.type in ("csv", "jsonl") and pipeline.source.on_missing == "wait":
+            wait = WalkMeExportSensor(  # reschedule mode: no worker slot held between looks
+                task_id="wait_for_export",
+                pipeline=pipeline.name,
+                source=pipeline.source,
+                poke_interval=pipeline.source.wait_poke_seconds,
+                timeout=pipeline.source.wait_timeout_seconds,
+                retries=0,  # its timeout is the answer: fail loudly, do not wait all over again
+            )
         if pipeline.shards == 1:
-            WalkMeToHeapOperator(**arguments)
+            replay = WalkMeToHeapOperator(**arguments)
+            if wait is not None:
+                wait >> replay
         else:
             # One mapped task instance per shard (each its own retries, worker and ledger rows),
             # then the day's summary from all of them.
             shards = WalkMeToHeapOperator.partial(
                 **arguments, shards=pipeline.shards, map_index_template="{{ shard_label }}"
             ).expand(shard=list(range(pipeline.shards)))
+            if wait is not None:
+                wait >> shards
             ReplaySummaryOperator(
                 task_id="summary",
                 pipeline=pipeline.name,

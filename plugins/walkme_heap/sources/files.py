@@ -94,7 +94,7 @@ class FileSource:
             found.extend(present)
             if present:
                 continue
-            if self.on_missing == "fail":
+            if self.on_missing in ("fail", "wait"):  # "wait": the DAG's sensor waited; now it must be there
                 empty = f" ({len(urls)} empty file(s): still being written?)" if urls else ""
                 raise SourceMissingError(
                     f"no file for {self.window.label} at {url}{empty} "

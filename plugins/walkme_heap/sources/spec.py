@@ -21,7 +21,7 @@ class SourceSpec(NamedTuple):
     type: str  # "csv", "jsonl" or "sql"
     path: str | None = None  # files: local path or URL, with {date:...} and globs
     conn_id: str | None = None  # files: object storage connection; sql: the SQL connection
-    on_missing: str = "fail"  # files: "fail" or "skip" (a missing day replays zero rows)
+    on_missing: str = "fail"  # files: "fail", "skip" (a missing day replays zero rows) or "wait"
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     delimiter: str = ","  # csv
     table: str | None = None  # sql: a table (or view) ...
@@ -40,6 +40,8 @@ class SourceSpec(NamedTuple):
     window_on: str = "event_time"
     load_time_column: str | None = None  # sql table with window_on load_time: the load-time column
     load_time_type: str | None = None  # its type (default: time_type)
+    wait_timeout_seconds: int = 12 * 3600  # files, on_missing wait: the sensor's timeout
+    wait_poke_seconds: int = 300  # files, on_missing wait: how often the sensor looks
 
     def located(self, path: str | None) -> str | None:
         """A path as the source opens it: URLs and absolute paths as they are, else under ``base_dir``."""
@@ -59,7 +61,7 @@ class SourceSpec(NamedTuple):
         return out
 
 
-_GUARDS = ("max_record_bytes", "duplicate_headers", "window_on")
+_GUARDS = ("max_record_bytes", "duplicate_headers", "window_on", "wait_timeout_seconds", "wait_poke_seconds")
 
 
 def located(path: str, base_dir: Path) -> str:
