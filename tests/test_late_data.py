@@ -19,6 +19,7 @@ from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.emulator import HeapEmulator
 from walkme_heap.ledger import Ledger
+from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
 from walkme_heap.replay import ReplayOptions, replay
 from walkme_heap.sources.csv_files import CsvSource
 from walkme_heap.sources.factory import open_source
@@ -182,24 +183,24 @@ class _Sql:
         return open_source(spec, window, Conns(), accepted=accepted)  # type: ignore[arg-type]
 
 
-SQL_SPEC = {"identity": ["uid"], "timestamp": ["created_at"], "session_id": ["sId"]}
+SQL_MAPPING = MappingSpec(
+    columns={"identity": ["uid"], "timestamp": ["created_at"], "session_id": ["sId"]},
+    event_name=EventNameSpec(constant="E"),
+)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_sql_by_event_time_finds_rows_loaded_after_their_days_run(
     emulator: HeapEmulator, tmp_path: Path, pipeline: str, kind: str
 ) -> None:
-    from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
-
     db = _Sql(kind, tmp_path)
     spec = SourceSpec(
         type="sql", conn_id="w", table="late_events", time_column="created_at", time_type="epoch_ms"
     )
-    mapping = MappingSpec(columns=SQL_SPEC, event_name=EventNameSpec(constant="E"))
     _load(db.connect, db.placeholder, [("a", ms(0, 5), ms(0, 6), "s"), ("b", ms(0, 7), ms(0, 8), "s")])
-    first = _run_sql(emulator, tmp_path, pipeline, db.source(spec, day(0)), day(0), mapping)
+    first = _run_sql(emulator, tmp_path, pipeline, db.source(spec, day(0)), day(0), SQL_MAPPING)
     _load(db.connect, db.placeholder, [("late", ms(0, 23), ms(1, 3), "s"), ("c", ms(1, 2), ms(1, 3), "s")])
-    second = _run_sql(emulator, tmp_path, pipeline, db.source(spec, day(1)), day(1), mapping)
+    second = _run_sql(emulator, tmp_path, pipeline, db.source(spec, day(1)), day(1), SQL_MAPPING)
     assert (first.sent, second.sent, second.already_sent, second.late_events) == (2, 2, 2, 1)
     assert identities(emulator) == Counter({"a": 1, "b": 1, "late": 1, "c": 1})
 
@@ -208,8 +209,6 @@ def test_sql_by_event_time_finds_rows_loaded_after_their_days_run(
 def test_sql_by_load_time_sends_late_loads_and_dead_letters_those_beyond_the_bound(
     emulator: HeapEmulator, tmp_path: Path, pipeline: str, kind: str
 ) -> None:
-    from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
-
     db = _Sql(kind, tmp_path)
     spec = SourceSpec(
         type="sql",
@@ -220,7 +219,6 @@ def test_sql_by_load_time_sends_late_loads_and_dead_letters_those_beyond_the_bou
         window_on="load_time",
         load_time_column="loaded_at",
     )
-    mapping = MappingSpec(columns=SQL_SPEC, event_name=EventNameSpec(constant="E"))
     _load(
         db.connect,
         db.placeholder,
@@ -231,7 +229,7 @@ def test_sql_by_load_time_sends_late_loads_and_dead_letters_those_beyond_the_bou
             ("loaded-tomorrow", ms(3, 5), ms(4, 1), "s"),  # the next run's
         ],
     )
-    summary = _run_sql(emulator, tmp_path, pipeline, db.source(spec, day(3)), day(3), mapping)
+    summary = _run_sql(emulator, tmp_path, pipeline, db.source(spec, day(3)), day(3), SQL_MAPPING)
     assert identities(emulator) == Counter({"on-time": 1, "one-day-late": 1})
     assert summary.read == 3 and summary.skipped == {"later_than_lateness": 1}
     assert [d["source"]["uid"] for d in dead_letters(Path(summary.dead_letters or ""))] == ["too-late"]

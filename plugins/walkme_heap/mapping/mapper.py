@@ -30,7 +30,7 @@ from walkme_heap.heap_api import MAX_EVENT_NAME_CHARS, MAX_IDENTITY_CHARS
 from walkme_heap.mapping.columns import BoundColumns, property_columns
 from walkme_heap.mapping.event_names import EventNamer
 from walkme_heap.mapping.keys import keys_from_event_ids, keys_from_fields
-from walkme_heap.mapping.properties import PropertyCleaner, property_key
+from walkme_heap.mapping.properties import PropertyCleaner, property_key, replace_escaped
 from walkme_heap.mapping.spec import MappingSpec
 from walkme_heap.mapping.timestamps import INVALID_MS, format_ms, to_epoch_ms
 
@@ -52,14 +52,8 @@ def replace_escaped_bytes(frame: pd.DataFrame) -> pd.DataFrame:
     for name in frame.columns:
         column = frame[name]
         if pd.api.types.is_string_dtype(column) or pd.api.types.is_object_dtype(column):
-            frame[name] = column.map(_replace_escaped, na_action="ignore")
+            frame[name] = column.map(replace_escaped, na_action="ignore")
     return frame
-
-
-def _replace_escaped(value: Any) -> Any:
-    if type(value) is not str or value.isascii():
-        return value
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass

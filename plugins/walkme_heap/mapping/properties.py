@@ -119,6 +119,12 @@ class PropertyCleaner:
 def property_key(key: str) -> str:
     """Keys are kept as the source spells them (Heap keys are case-sensitive), capped in length; a
     header's bytes that are not UTF-8 (lone surrogates) become U+FFFD."""
-    if not key.isascii():
-        key = key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return key[:MAX_PROPERTY_CHARS]
+    return replace_escaped(key)[:MAX_PROPERTY_CHARS]
+
+
+def replace_escaped(value: Any) -> Any:
+    """Text with undecodable bytes kept as lone surrogates -> U+FFFD for them, as a replacing
+    decoder gives; anything else as it is."""
+    if type(value) is not str or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
