@@ -5,6 +5,7 @@ a SQL table is loaded in batches (a row loaded after its day's run)."""
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -335,3 +336,121 @@ def test_an_invalid_row_older_than_the_bound_stays_invalid(
     summary = run_day(emulator, ledger, tmp_path, pipeline, CsvSource(str(path), day(3)), day(3))
     assert summary.invalid == {"missing_identity": 1} and summary.skipped == {"later_than_lateness": 1}
     assert summary.oldest_late_day == day(0).label
+
+
+def test_a_day_replayed_empty_because_its_file_was_missing_is_rechecked_by_later_runs(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    """``on_missing: skip``: day 1's file lands after day 1's run; day 2's run finds and sends it,
+    judged by day 1's own window (its two-days-late event is within day 1's bound), and day 3's run
+    does not read it again."""
+    template = write_files(tmp_path)
+    held = tmp_path / "held_back.csv"
+    (tmp_path / f"webhooks_{day(1).label}.csv").rename(held)
+
+    def source(d: int) -> CsvSource:
+        return CsvSource(template, day(d), on_missing="skip")
+
+    first = {d: run_day(emulator, ledger, tmp_path, pipeline, source(d), day(d)) for d in (0, 1)}
+    assert first[1].read == 0 and "partial" in (first[1].dead_letters or "")
+    held.rename(tmp_path / f"webhooks_{day(1).label}.csv")  # it arrives after its day's run
+
+    late = run_day(emulator, ledger, tmp_path, pipeline, source(2), day(2))
+    filed = Counter(e[0] for e in EVENTS)
+    assert late.origins == 2 and late.read == filed[1] + filed[2]
+    assert late.late_events == filed[1] + 1  # day 1's whole file, and day 2's event of day 0
+    last = run_day(emulator, ledger, tmp_path, pipeline, source(3), day(3))
+    assert last.origins == 1 and last.read == filed[3]  # found once: not read again
+    assert identities(emulator) == Counter(f"user-{EVENTS.index(e)}" for e in WITHIN)
+
+    # the ledger's run records say what was missing and who found it
+    rows = ledger.database.fetch_records(
+        "SELECT window_label, late_data FROM walkme_heap_runs WHERE pipeline = ? ORDER BY id", [pipeline]
+    )
+    seen = {r["window_label"]: json.loads(r["late_data"]) for r in rows}
+    missing = str(tmp_path / f"webhooks_{day(1).label}.csv")
+    assert seen[day(1).label]["missing"] == [[missing, day(1).start.isoformat(), day(1).end.isoformat()]]
+    assert seen[day(2).label]["recovered"] == [missing] and seen[day(3).label]["recovered"] == []
+    assert seen[day(3).label]["past_bound"] == {day(0).label: 1}
+
+
+def test_a_missing_file_is_rechecked_only_within_the_bound_and_by_a_rerun_of_its_day(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    template = write_files(tmp_path)
+    for d in (0, 1, 2, 3):  # day 0's file only arrives after day 3's run: past day 0's bound
+        if d == 0:
+            (tmp_path / f"webhooks_{day(0).label}.csv").rename(tmp_path / "held_back.csv")
+        run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(d), on_missing="skip"), day(d))
+    (tmp_path / "held_back.csv").rename(tmp_path / f"webhooks_{day(0).label}.csv")
+    nxt = Window(day(3).end, day(3).end + timedelta(days=1))
+    beyond = run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, nxt, on_missing="skip"), nxt)
+    assert beyond.origins == 0  # day 0 is past day 4's bound: not looked for
+
+    # a re-run of day 0 (the manual run) reads it, and records it found: no later run looks again
+    rerun = run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(0)), day(0))
+    assert rerun.sent == 3
+    assert ledger.runs.missing_files(pipeline, Window(day(-2).start, day(1).end)) == []
+
+
+def test_a_dry_run_rechecks_missing_files_too_and_records_nothing(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    template = write_files(tmp_path)
+    (tmp_path / f"webhooks_{day(1).label}.csv").rename(tmp_path / "held_back.csv")
+    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(1), on_missing="skip"), day(1))
+    (tmp_path / "held_back.csv").rename(tmp_path / f"webhooks_{day(1).label}.csv")
+    dry = run_day(
+        emulator,
+        ledger,
+        tmp_path,
+        pipeline,
+        CsvSource(template, day(2), on_missing="skip"),
+        day(2),
+        dry_run=True,
+    )
+    assert dry.origins == 2 and dry.sent == sum(1 for e in EVENTS if e[0] in (1, 2))
+    assert len(ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end))) == 1
+
+
+def test_acknowledgements_count_late_arrivals_per_event_day(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    template = write_files(tmp_path)
+    for d in range(4):
+        run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(d)), day(d))
+    rows = ledger.database.fetch(
+        "SELECT day, sum(events), sum(late_events) FROM walkme_heap_acks WHERE pipeline = ? GROUP BY day",
+        [pipeline],
+    )
+    per_day = {d: (int(n), int(late)) for d, n, late in rows}
+    assert per_day == {
+        day(0).label: (5, 2),  # 3 on time, the 23:59 one (day 1's run) and the noon one (day 2's)
+        day(1).label: (3, 0),
+        day(2).label: (4, 1),
+        day(3).label: (3, 0),
+    }
+
+
+def test_a_trial_run_that_stops_at_its_row_limit_does_not_mark_a_missing_file_found(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    template = write_files(tmp_path)
+    (tmp_path / f"webhooks_{day(1).label}.csv").rename(tmp_path / "held_back.csv")
+    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(1), on_missing="skip"), day(1))
+    (tmp_path / "held_back.csv").rename(tmp_path / f"webhooks_{day(1).label}.csv")
+    trial = run_day(
+        emulator,
+        ledger,
+        tmp_path,
+        pipeline,
+        CsvSource(template, day(2), on_missing="skip"),
+        day(2),
+        row_limit=2,
+    )
+    assert trial.read == 2
+    assert len(ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end))) == 1  # still looked for
+    full = run_day(
+        emulator, ledger, tmp_path, pipeline, CsvSource(template, day(2), on_missing="skip"), day(2)
+    )
+    assert full.origins == 2 and ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end)) == []

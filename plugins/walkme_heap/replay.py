@@ -16,12 +16,13 @@ publishes its dead letters as partial, beside the complete run's (``deadletters`
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from walkme_heap.heap_api import (
 )
 from walkme_heap.home import default_work_dir, remove_stale_files
 from walkme_heap.ledger import Ledger
-from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
+from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT, LateData, MissingFile
 from walkme_heap.mapping.columns import bind_columns
 from walkme_heap.mapping.mapper import LATE, Mapper
 from walkme_heap.mapping.spec import MappingSpec
@@ -195,12 +196,20 @@ class _Run:
 
     def _record(self, batch: Batch) -> None:
         if self.ledger is not None:
-            self.ledger.acks.record(self.pipeline, self.run_token, batch.events, self.app_id)
+            self.ledger.acks.record(
+                self.pipeline, self.run_token, batch.events, self.app_id, late_before=self._window_stamp
+            )
 
     def run(self) -> ReplaySummary:
         summary = self.summary
         origins = self.source.origins()
         summary.origins = len(origins)
+        self.origin_windows: dict[str, Window] = dict(getattr(self.source, "origin_windows", None) or {})
+        if self.origin_windows:
+            log.info(
+                "%d file(s) that earlier runs skipped as missing are here now: read for their own windows",
+                len(self.origin_windows),
+            )
         # Bind every origin's columns first: a missing column fails before anything is sent.
         mappers = {o: Mapper(self.spec, bind_columns(self.spec, self.source.headers(o), o)) for o in origins}
         for chunk, mapper in self._chunks(origins, mappers):
@@ -242,16 +251,15 @@ class _Run:
         self.outcomes.malformed(chunk)
         if chunk.frame.empty:
             return
+        window = self.origin_windows.get(chunk.origin, self.window)  # a re-checked file: its own run's
         mapped = mapper.map_chunk(
             chunk.frame,
-            self.accepted.start_ms,
-            self.window.end_ms,
+            self.options.accepted(window).start_ms,
+            window.end_ms,
             escaped=chunk.escaped,
             before_window=LATE if self.options.lateness_seconds is not None else "outside_window",
         )
-        if mapped.oldest_too_late_ms is not None:
-            day = datetime.fromtimestamp(mapped.oldest_too_late_ms / 1000, UTC).date().isoformat()
-            self.summary.oldest_late_day = min(self.summary.oldest_late_day or day, day)
+        self.summary.past_bound_days.update(mapped.too_late_days)
         self.outcomes.mapped(chunk, mapped)
         if not mapped.events:
             return
@@ -301,10 +309,14 @@ def replay(
     )
     work = Path(work_dir) if work_dir is not None else default_work_dir(pipeline)
     remove_stale_files(work)  # left by runs of the pipeline that died (the live ones' are locked)
+    accepted = options.accepted(window)
+    rechecks = _rechecks(pipeline, source, accepted, ledger, options)
     acknowledged = np.empty(0, dtype=np.uint64)
     if ledger is not None and not options.force:  # a dry run reads it too, for honest counts
         # Per app: Heap accepts any app id silently, and what one app holds is not in another.
-        acknowledged = ledger.acks.acknowledged(pipeline, options.accepted(window).days(), app_id=app_id)
+        # A re-checked file's events are judged by its own window: their days too.
+        days = {day for w in [accepted, *(options.accepted(w) for _, w in rechecks)] for day in w.days()}
+        acknowledged = ledger.acks.acknowledged(pipeline, sorted(days), app_id=app_id)
         log.info(
             "already sent: what the ledger holds for %s",
             f"Heap app {app_id}" if app_id is not None else "any Heap app (no app id given)",
@@ -366,10 +378,33 @@ def replay(
     # task applies the bound to the day.
     message = "" if options.shard else too_many_invalid(summary, options.max_invalid_ratio, location)
     if runs is not None and record is not None:
-        runs.finish(record, "failed" if message else "success", summary.as_dict(), location, message)
+        late_data = None  # a trial run that stopped at its row limit saw only part of its files
+        if not (options.row_limit is not None and summary.read >= options.row_limit):
+            late_data = LateData(
+                missing=[MissingFile(path, part) for path, part in getattr(source, "missing_windows", ())],
+                recovered=list(getattr(source, "recovered", ())),
+                past_bound=dict(sorted(summary.past_bound_days.items())),
+            )
+        status = "failed" if message else "success"
+        runs.finish(record, status, summary.as_dict(), location, message, late_data)
     if message:
         raise TooManyInvalid(message, summary)
     return summary
+
+
+def _rechecks(
+    pipeline: str, source: Source, accepted: Window, ledger: Ledger | None, options: ReplayOptions
+) -> list[tuple[str, Window]]:
+    """Files earlier runs skipped as missing whose windows are within this run's lateness bound:
+    handed to a file source to look for again (a report that landed after its day's run)."""
+    if ledger is None or options.lateness_seconds is None or not hasattr(source, "recheck"):
+        return []
+    shard = f"{options.shard.index + 1}/{options.shard.count}" if options.shard else None
+    files = [(m.path, m.window) for m in ledger.runs.missing_files(pipeline, accepted, shard)]
+    if files:
+        log.info("%d file(s) earlier runs skipped as missing are looked for again", len(files))
+    source.recheck(files)
+    return files
 
 
 def late_replay_params(window: Window, oldest_late_day: str | None) -> dict[str, str]:
@@ -379,6 +414,22 @@ def late_replay_params(window: Window, oldest_late_day: str | None) -> dict[str,
     last_day = (window.end - timedelta(microseconds=1)).date()
     start = oldest_late_day or window.start.date().isoformat()
     return {"start": start, "end": (last_day + timedelta(days=1)).isoformat()}
+
+
+def late_hint(dag_id: str, summary: ReplaySummary, window: Window, lateness: str = "") -> str:
+    """The warning for events a run found later than its lateness ("" when none): how many, where
+    they are kept, and the manual run that sends them."""
+    count = summary.skipped.get(LATE, 0)
+    if not count:
+        return ""
+    params = late_replay_params(window, summary.oldest_late_day)
+    letters = summary.dead_letters or ("a dry run keeps none" if summary.dry_run else "none kept")
+    return (
+        f"{count} event(s) arrived later than the pipeline's lateness{f' ({lateness})' if lateness else ''} "
+        f"allows: not sent, kept in the dead letters ({letters}). "
+        "To send them, trigger a manual run from their day through this window's last day: "
+        f"airflow dags trigger {dag_id} --conf '{json.dumps(params)}'"
+    )
 
 
 def _partial(summary: ReplaySummary, source: Source, options: ReplayOptions) -> str:

@@ -31,7 +31,8 @@ class ReplaySummary:
     # New events from the lateness margin before the window (late arrivals within the bound, not
     # in the ledger): part of ``sent`` (or of ``unsent`` when the run stops), not a bucket of its own.
     late_events: int = 0
-    oldest_late_day: str | None = None  # the oldest day of an event later than the lateness bound
+    # Events later than the lateness bound, per UTC event day (skipped ``later_than_lateness``)
+    past_bound_days: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     dead_letters: str | None = None
     shard: str | None = None  # "2/4" for one shard of a day; None for a whole window
@@ -50,6 +51,11 @@ class ReplaySummary:
     @property
     def total_skipped(self) -> int:
         return sum(self.skipped.values())
+
+    @property
+    def oldest_late_day(self) -> str | None:
+        """The oldest day of an event later than the lateness bound (where a manual run starts)."""
+        return min(self.past_bound_days) if self.past_bound_days else None
 
     @property
     def unaccounted(self) -> int:
@@ -87,6 +93,7 @@ class ReplaySummary:
             "truncated_values": self.truncated_values,
             "late_events": self.late_events,
             "oldest_late_day": self.oldest_late_day,
+            "past_bound_by_day": dict(sorted(self.past_bound_days.items())),
             "seconds": round(self.seconds, 3),
             "dead_letters": self.dead_letters,
             "shard": self.shard,
@@ -123,7 +130,9 @@ class ReplaySummary:
             unsent=int(data.get("unsent") or 0),
             truncated_values=int(data.get("truncated_values") or 0),
             late_events=int(data.get("late_events") or 0),
-            oldest_late_day=data.get("oldest_late_day"),
+            past_bound_days=Counter(
+                {str(k): int(v) for k, v in (data.get("past_bound_by_day") or {}).items()}
+            ),
             seconds=float(data.get("seconds") or 0.0),
             dead_letters=data.get("dead_letters"),
             shard=data.get("shard"),
@@ -152,8 +161,7 @@ class ReplaySummary:
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.truncated_values += part.truncated_values
             total.late_events += part.late_events
-            days = [d for d in (total.oldest_late_day, part.oldest_late_day) if d]
-            total.oldest_late_day = min(days) if days else None
+            total.past_bound_days.update(part.past_bound_days)
             total.waited_seconds = max(total.waited_seconds, part.waited_seconds)
             total.seconds = max(total.seconds, part.seconds)
             total.invalid.update(part.invalid)

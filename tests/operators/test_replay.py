@@ -71,6 +71,19 @@ def test_too_many_invalid_rows_fail_without_retry_after_sending_every_valid_even
     assert sorted(d["reason"] for d in letters) == ["missing_identity", "unparsable_time"]
 
 
+def test_a_failed_day_still_names_the_run_that_sends_its_events_past_the_lateness(
+    heap_connection: HeapEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The day's event of 23:59:59.999 the day before is past a lateness of 0: the task fails on its
+    invalid rows, and its log still says how to send that event."""
+    with pytest.raises(AirflowFailException, match="over max_invalid_ratio"):
+        operator(max_invalid_ratio=0.1, lateness_seconds=0).execute(context())
+    (hint,) = [line for line in capfd.readouterr().out.splitlines() if "arrived later than" in line]
+    assert "1 event(s) arrived later than the pipeline's lateness (0:00:00) allows" in hint
+    command = """airflow dags trigger adhoc_airflow --conf '{"start": "2024-03-09", "end": "2024-03-11"}'"""
+    assert command in hint
+
+
 def test_the_same_day_within_the_ratio_succeeds(heap_connection: HeapEmulator) -> None:
     summary = operator().execute(context())
     assert (summary["read"], summary["sent"], summary["invalid"]) == (10, 5, 2)

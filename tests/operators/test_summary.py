@@ -41,3 +41,17 @@ def test_summaries_of_another_window_fail_the_day() -> None:
     other = {**_shard(3, 5, 5), "window": {"start": "2024-03-11T00:00:00+00:00", "end": "x"}}
     with pytest.raises(AirflowFailException, match="different pipelines or windows cannot be combined"):
         _summarise([_shard(1, 4, 4), _shard(2, 3, 3), other])
+
+
+def test_events_past_the_lateness_are_named_with_the_manual_run_that_sends_them(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    parts = [_shard(1, 4, 4), _shard(2, 3, 2), _shard(3, 5, 5)]
+    parts[1]["skipped"], parts[1]["skipped_by_reason"] = 1, {"later_than_lateness": 1}
+    parts[1]["past_bound_by_day"] = {"2024-03-06": 1}
+    parts[2]["past_bound_by_day"] = {}
+    day = _summarise(parts)
+    assert day["past_bound_by_day"] == {"2024-03-06": 1} and day["oldest_late_day"] == "2024-03-06"
+    (warning,) = [line for line in capfd.readouterr().out.splitlines() if "arrived later than" in line]
+    assert "1 event(s) arrived later than the pipeline's lateness allows" in warning
+    assert """--conf '{"start": "2024-03-06", "end": "2024-03-11"}'""" in warning

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -34,10 +35,36 @@ TABLE = Table(
         "acked_epoch {real}",
         "events INTEGER NOT NULL",
         "hashes {blob} NOT NULL",
+        # events of the row older than the sending run's window: late arrivals (the report's
+        # per-day view); NULL in rows of versions that did not count them
+        "late_events INTEGER",
     ),
     indexes=(("pipeline_day", "pipeline, day"), ("app_time", "app_id, acked_epoch")),
-    added_columns=("app_id", "acked_epoch"),
+    added_columns=("app_id", "acked_epoch", "late_events"),
 )
+
+
+# The run id of a run outside Airflow, as its token starts (``replay`` without ``options.run_id``).
+OUTSIDE_AIRFLOW = "walkme-heap"
+
+
+@dataclass
+class DayArrivals:
+    """How one event day of a pipeline reached Heap: on time, or late and by which Airflow run."""
+
+    pipeline: str
+    day: str
+    on_time: int = 0
+    late: int = 0
+    # Airflow run id (None: a run outside Airflow) -> late events it sent, in the order they arrived
+    late_by_run: dict[str | None, int] = field(default_factory=dict)
+
+
+def airflow_run_id(run_token: str | None) -> str | None:
+    """The Airflow run that sent a batch, from the sending run's token (``"{run id}#{shard}#{hex}"``):
+    what a reader recognises, where the token differs for every try and shard. None outside Airflow."""
+    run_id = (run_token or "").split("#", 1)[0]
+    return None if run_id in ("", OUTSIDE_AIRFLOW) else run_id
 
 
 def encode_hashes(keys: list[str]) -> bytes:
@@ -79,20 +106,44 @@ class Acknowledgements:
         return np.unique(np.concatenate([decode_hashes(blob) for (blob,) in rows]))
 
     def record(
-        self, pipeline: str, run_id: str | None, events: list[dict[str, Any]], app_id: str | None = None
+        self,
+        pipeline: str,
+        run_id: str | None,
+        events: list[dict[str, Any]],
+        app_id: str | None = None,
+        *,
+        late_before: str | None = None,
     ) -> None:
-        """Store one acknowledged batch (split by event day), committed before returning."""
+        """Store one acknowledged batch (split by event day), committed before returning.
+
+        ``late_before``: the sending run's window start as events' timestamps write it; events
+        before it are counted late arrivals."""
         by_day: dict[str, list[str]] = {}
+        late: dict[str, int] = {}
         for event in events:
-            by_day.setdefault(event["timestamp"][:10], []).append(event["idempotency_key"])
+            stamp = event["timestamp"]
+            day = stamp[:10]
+            by_day.setdefault(day, []).append(event["idempotency_key"])
+            if late_before is not None and stamp < late_before:
+                late[day] = late.get(day, 0) + 1
         now = self.clock()
-        stamp = datetime.fromtimestamp(now, UTC).isoformat()
+        at = datetime.fromtimestamp(now, UTC).isoformat()
         with self.database.transaction():
             for day, keys in by_day.items():
                 self.database.execute(
                     f"INSERT INTO {TABLE.name} (pipeline, day, run_id, app_id, acked_at, acked_epoch, "
-                    "events, hashes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [pipeline, day, run_id, app_id, stamp, now, len(keys), encode_hashes(keys)],
+                    "events, hashes, late_events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        pipeline,
+                        day,
+                        run_id,
+                        app_id,
+                        at,
+                        now,
+                        len(keys),
+                        encode_hashes(keys),
+                        late.get(day, 0),
+                    ],
                 )
 
     def sent_per_day(self) -> list[tuple[str, str, str | None, int]]:
@@ -103,3 +154,27 @@ class Acknowledgements:
             "ORDER BY pipeline, day, app_id"
         )
         return [(str(p), str(d), None if a is None else str(a), int(n)) for p, d, a, n in rows]
+
+    def arrivals_per_day(self) -> list[DayArrivals]:
+        """Per pipeline and event day (in that order): the events acknowledged on time, and those
+        that arrived late (older than the sending run's window) per Airflow run, first arrival first.
+
+        Summed in SQL per run token for the rows with late events only, so the rows read stay few:
+        one per day of a pipeline plus one per late-sending run and day. A row of a version that did
+        not count late events (NULL) is on time.
+        """
+        late_token = "CASE WHEN late_events > 0 THEN run_id END"
+        rows = self.database.fetch(
+            f"SELECT pipeline, day, {late_token} AS late_token, sum(events), "
+            f"sum(COALESCE(late_events, 0)), min(id) FROM {TABLE.name} "
+            f"GROUP BY pipeline, day, {late_token} ORDER BY pipeline, day, min(id)"
+        )
+        days: dict[tuple[str, str], DayArrivals] = {}
+        for pipeline, day, token, events, late, _ in rows:
+            entry = days.setdefault((str(pipeline), str(day)), DayArrivals(str(pipeline), str(day)))
+            entry.on_time += int(events) - int(late)
+            if late:
+                run_id = airflow_run_id(token)
+                entry.late += int(late)
+                entry.late_by_run[run_id] = entry.late_by_run.get(run_id, 0) + int(late)
+        return list(days.values())

@@ -9,9 +9,11 @@ end its record, so a ``running`` record whose heartbeat is older than the heartb
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,8 +47,12 @@ TABLE = Table(
         "message VARCHAR(2000)",
         "shard VARCHAR(20)",
         "heartbeat_epoch {real}",  # the running replay's last sign of life (the ledger's clock)
+        # JSON, written by a run that read its whole source: {"missing": [[path, start, end] ...]
+        # (files skipped as missing, with the window each was for), "recovered": [path ...] (missing
+        # files of earlier runs it found and read), "past_bound": {event day: count}}
+        "late_data TEXT",
     ),
-    added_columns=("shard", "heartbeat_epoch"),
+    added_columns=("shard", "heartbeat_epoch", "late_data"),
 )
 # A running record is stale when its heartbeat, or the start of one an older version wrote (no
 # heartbeat; started_at is ISO 8601 UTC from the same clock, so it compares as text), is older
@@ -55,6 +61,47 @@ _STALE = (
     "status = 'running' AND ((heartbeat_epoch IS NOT NULL AND heartbeat_epoch < ?) "
     "OR (heartbeat_epoch IS NULL AND started_at < ?))"
 )
+
+
+@dataclass(frozen=True)
+class MissingFile:
+    """A file a run skipped as missing (``on_missing: skip``), with the window it was read for."""
+
+    path: str
+    window: Window
+
+
+@dataclass
+class LateData:
+    """What a run saw of late data, kept in its record (``late_data``)."""
+
+    missing: list[MissingFile] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    past_bound: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "missing": [
+                    [m.path, m.window.start.isoformat(), m.window.end.isoformat()] for m in self.missing
+                ],
+                "recovered": self.recovered,
+                "past_bound": self.past_bound,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LateData:
+        data = json.loads(text) if text else {}
+        return cls(
+            missing=[
+                MissingFile(path, Window(datetime.fromisoformat(start), datetime.fromisoformat(end)))
+                for path, start, end in data.get("missing", ())
+            ],
+            recovered=list(data.get("recovered", ())),
+            past_bound={str(k): int(v) for k, v in (data.get("past_bound") or {}).items()},
+        )
 
 
 class RunRecords:
@@ -116,12 +163,19 @@ class RunRecords:
         return count
 
     def finish(
-        self, record: int, status: str, counts: dict[str, Any], dead_letters: str | None, message: str = ""
+        self,
+        record: int,
+        status: str,
+        counts: dict[str, Any],
+        dead_letters: str | None,
+        message: str = "",
+        late_data: LateData | None = None,
     ) -> None:
+        """End a record. ``late_data``: what a run that read its whole source saw of late data."""
         self.database.write(
             f"UPDATE {TABLE.name} SET status = ?, finished_at = ?, read_rows = ?, sent = ?, "
-            "already_sent = ?, invalid = ?, rejected = ?, skipped = ?, dead_letters = ?, message = ? "
-            "WHERE id = ?",
+            "already_sent = ?, invalid = ?, rejected = ?, skipped = ?, dead_letters = ?, message = ?, "
+            "late_data = ? WHERE id = ?",
             [
                 status,
                 self._now(),
@@ -133,6 +187,7 @@ class RunRecords:
                 counts.get("skipped"),
                 dead_letters,
                 message[:2000],
+                None if late_data is None else late_data.to_json(),
                 record,
             ],
         )
@@ -145,6 +200,30 @@ class RunRecords:
         except Exception:
             self.database.discard()
             self.finish(record, "failed", counts, None, message)
+
+    def missing_files(self, pipeline: str, within: Window, shard: str | None = None) -> list[MissingFile]:
+        """Files that runs of ``pipeline`` skipped as missing, for windows that start within
+        ``within``, and that no later run of the same shard (or unsharded run) has found since:
+        what a run re-checks. A file recorded missing by several runs is one entry."""
+        rows = self.database.fetch(
+            f"SELECT id, shard, late_data FROM {TABLE.name} WHERE pipeline = ? AND late_data IS NOT NULL "
+            "AND window_end > ? AND window_start < ? ORDER BY id",
+            [pipeline, within.start.isoformat(), within.end.isoformat()],
+        )
+        missing: dict[tuple[str, str, str], tuple[int, MissingFile]] = {}
+        recovered: dict[str, int] = {}  # path -> the newest record that found it (this shard's view)
+        for record, record_shard, text in rows:
+            data = LateData.from_json(text)
+            for entry in data.missing:
+                if within.start <= entry.window.start < within.end:
+                    missing[(entry.path, entry.window.start.isoformat(), entry.window.end.isoformat())] = (
+                        record,
+                        entry,
+                    )
+            if record_shard in (None, shard):
+                for path in data.recovered:
+                    recovered[path] = record
+        return [entry for record, entry in missing.values() if recovered.get(entry.path, -1) < record]
 
     def latest(self, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> list[dict[str, Any]]:
         """The newest run of each pipeline, window and shard, newest windows first; a ``running``
@@ -162,6 +241,26 @@ class RunRecords:
             if record.pop("stale"):
                 record.update(status="abandoned", message=_abandoned(heartbeat_timeout))
         return records
+
+    def past_bound_per_day(self) -> list[tuple[str, str, int]]:
+        """(pipeline, event day, events later than the lateness bound), in that order: per window and
+        shard, what its newest record that read the whole source found (a re-run of a window
+        replaces its earlier count, it does not add to it), summed over windows and shards.
+
+        Newest as ``latest`` picks it, among the records that hold late data: a run still going, or
+        one that stopped on an error (neither knows the window's count), leaves the last known one.
+        """
+        rows = self.database.fetch(
+            f"SELECT r.pipeline, r.late_data FROM {TABLE.name} r "
+            f"JOIN (SELECT max(id) AS id FROM {TABLE.name} WHERE late_data IS NOT NULL "
+            "GROUP BY pipeline, window_label, COALESCE(shard, '')) m ON r.id = m.id"
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for pipeline, text in rows:
+            for day, events in LateData.from_json(text).past_bound.items():
+                if events:
+                    counts[(str(pipeline), day)] = counts.get((str(pipeline), day), 0) + events
+        return [(pipeline, day, events) for (pipeline, day), events in sorted(counts.items())]
 
 
 def _abandoned(heartbeat_timeout: float) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -40,6 +41,8 @@ PLACEHOLDER_IDENTITIES = frozenset(
 )
 
 LATE = "later_than_lateness"
+DAY_MS = 86_400_000
+EPOCH = date(1970, 1, 1)
 SKIP_REASONS = ("outside_window", "non_production", LATE)
 # C0 and C1 controls (NUL, tab, the unit separator of keys ...), DEL, and lone surrogates (bytes that
 # were not UTF-8). Checked only where str.isprintable() says no, which is rare and cheap to ask.
@@ -66,7 +69,8 @@ class MappedChunk:
     invalid: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     truncated_values: int = 0
-    oldest_too_late_ms: int | None = None  # the oldest event time counted ``later_than_lateness``
+    # Events counted ``later_than_lateness``, per UTC event day (the report's per-day view)
+    too_late_days: Counter[str] = field(default_factory=Counter)
 
 
 def stripped_text(series: pd.Series) -> list[str]:
@@ -203,7 +207,9 @@ class Mapper:
         result = MappedChunk(events=[], rows=np.flatnonzero(outcome == ""))
         too_late = outcome == LATE
         if too_late.any():
-            result.oldest_too_late_ms = int(times[too_late].min())
+            days, counts = np.unique(times[too_late] // DAY_MS, return_counts=True)
+            for day, count in zip(days.tolist(), counts.tolist(), strict=True):
+                result.too_late_days[(EPOCH + timedelta(days=day)).isoformat()] += count
         for position in np.flatnonzero(outcome != ""):
             reason = outcome[position]
             kind = "skipped" if reason in SKIP_REASONS else "invalid"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -29,14 +28,14 @@ from walkme_heap.ledger import Ledger, open_ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.links import ReplayReportLink
 from walkme_heap.mapping.columns import MissingColumnsError
-from walkme_heap.mapping.mapper import LATE
 from walkme_heap.mapping.spec import MappingSpec
-from walkme_heap.replay import DeliveryError, ReplayOptions, TooManyInvalid, late_replay_params, replay
+from walkme_heap.replay import DeliveryError, ReplayOptions, TooManyInvalid, late_hint, replay
 from walkme_heap.run_params import row_limit, truthy
 from walkme_heap.sharding import Shard
 from walkme_heap.sources.base import SourceError, SourceMissingError
 from walkme_heap.sources.factory import open_source
 from walkme_heap.sources.spec import SourceSpec
+from walkme_heap.summary import ReplaySummary
 from walkme_heap.window import Window, resolve_window
 
 if TYPE_CHECKING:
@@ -246,28 +245,22 @@ class WalkMeToHeapOperator(BaseOperator):
                 work_dir=work_dir,
             )
         except (SourceError, MissingColumnsError, TooManyInvalid, DeliveryError) as exc:
-            raise self._failure(where, exc) from None
+            raise self._failure(where, exc, window) from None
         finally:
             if client is not None:
                 client.close()
             ledger.close()
         self.log.info("%s: replay finished\n%s", where, summary.table())
-        if summary.skipped.get(LATE):
-            params = late_replay_params(window, summary.oldest_late_day)
-            self.log.warning(
-                "%s: %d event(s) arrived later than the pipeline's lateness (%s) allows: not sent, kept "
-                "in the dead letters (%s). To send them, trigger a manual run from their day through "
-                "this window's last day: airflow dags trigger %s --conf '%s'",
-                where,
-                summary.skipped[LATE],
-                timedelta(seconds=self.lateness_seconds or 0),
-                summary.dead_letters or "a dry run keeps none",
-                self.dag_id,
-                json.dumps(params),
-            )
+        self._warn_late(where, summary, window)
         return summary.as_dict()
 
-    def _failure(self, where: str, exc: Exception) -> Exception:
+    def _warn_late(self, where: str, summary: ReplaySummary, window: Window) -> None:
+        """Events later than the lateness are dead-lettered: say so, with the run that sends them."""
+        hint = late_hint(self.dag_id, summary, window, str(timedelta(seconds=self.lateness_seconds or 0)))
+        if hint:
+            self.log.warning("%s: %s", where, hint)
+
+    def _failure(self, where: str, exc: Exception, window: Window) -> Exception:
         """What the task raises instead: AirflowFailException (no retry) for what a retry cannot fix,
         the error itself, named, for what may succeed later (a missing file, Heap not answering)."""
         if isinstance(exc, MissingColumnsError):
@@ -278,6 +271,7 @@ class WalkMeToHeapOperator(BaseOperator):
             return AirflowFailException(f"{where}: {exc}")
         if isinstance(exc, TooManyInvalid):
             self.log.error("%s: replay finished with too many bad rows\n%s", where, exc.summary.table())
+            self._warn_late(where, exc.summary, window)
             return AirflowFailException(f"{where}: {exc}")
         if isinstance(exc, DeliveryError):
             self.log.error("%s: summary so far:\n%s", where, exc.summary.table())

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from walkme_heap.replay import too_many_invalid
+from walkme_heap.replay import late_hint, too_many_invalid
 from walkme_heap.summary import ReplaySummary
+from walkme_heap.window import Window
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -59,6 +61,10 @@ class ReplaySummaryOperator(BaseOperator):
                 f"{where}: the shards' counts do not reconcile: {total.unaccounted} rows unaccounted"
             )
         letters = sorted({p.dead_letters for p in parts if p.dead_letters})
+        start, end = (datetime.fromisoformat(total.window[k]) for k in ("start", "end"))
+        hint = late_hint(self.dag_id, total, Window(start, end))
+        if hint:
+            self.log.warning("%s: %s", where, hint)
         message = too_many_invalid(total, self.max_invalid_ratio, ", ".join(letters) or None)
         if message:
             raise AirflowFailException(f"{where}: {message}")

@@ -15,6 +15,7 @@ import io
 import re
 import zlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -31,9 +32,15 @@ GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 def expand_paths(template: str, window: Window) -> list[str]:
     """The window's paths from a template, one per day when it mentions ``{date}``; deduplicated."""
-    paths: list[str] = []
-    days = list(window.days()) if "{date" in template else [window.start.date()]
-    for day in days:
+    return [path for path, _ in expand_windows(template, window)]
+
+
+def expand_windows(template: str, window: Window) -> list[tuple[str, Window]]:
+    """Each path of the window with the part of the window it is for: its day (within the window)
+    when the template mentions ``{date}``, else the whole window."""
+    paths: dict[str, Window] = {}
+    by_day = "{date" in template
+    for day in window.days() if by_day else [window.start.date()]:
         try:
             path = template.format(date=day, start=window.start, end=window.end)
         except (KeyError, IndexError, ValueError) as exc:
@@ -41,9 +48,14 @@ def expand_paths(template: str, window: Window) -> list[str]:
                 f"path template {template!r} is not valid: {exc}; use {{date:%Y-%m-%d}}, "
                 "{start:...} or {end:...}"
             ) from None
-        if path not in paths:
-            paths.append(path)
-    return paths
+        part = window
+        if by_day:
+            start = datetime.combine(day, time.min, UTC)
+            part = Window(max(start, window.start), min(start + timedelta(days=1), window.end))
+        if path in paths:  # a template that names one path for several days
+            part = Window(min(paths[path].start, part.start), max(paths[path].end, part.end))
+        paths[path] = part
+    return list(paths.items())
 
 
 def _protocol(url: str) -> str:
@@ -70,39 +82,70 @@ class FileSource:
         self.fs_factory = fs_factory or url_to_fs
         self.max_record_bytes = max_record_bytes
         self.missing: list[str] = []  # days without a usable file, skipped under on_missing="skip"
+        self.missing_windows: list[tuple[str, Window]] = []  # the same, with the window each is for
+        # Files earlier runs skipped as missing, to look for again (``recheck``); those found are
+        # read for their own window (``origin_windows``) and listed in ``recovered``.
+        self.rechecks: list[tuple[str, Window]] = []
+        self.recovered: list[str] = []
+        self.origin_windows: dict[str, Window] = {}
         self._bytes_read = 0
+
+    def recheck(self, files: list[tuple[str, Window]]) -> None:
+        """Look for these files again (each skipped as missing by an earlier run, for its window):
+        ``origins`` adds those that now exist, each read for its own window."""
+        self.rechecks = list(files)
 
     def origins(self) -> list[str]:
         """Every file of the window, in a stable order; a missing one fails or is skipped. A
         zero-byte file counts as missing (still being written, or a failed export); a file with
         a header alone is a day without rows. The skipped days' paths are kept in ``missing`` (a
-        run that skipped some is incomplete)."""
+        run that skipped some is incomplete). Then the files of ``recheck`` that now exist."""
         found: list[str] = []
-        self.missing = []
+        self.missing, self.missing_windows, self.recovered, self.origin_windows = [], [], [], {}
         total = 0  # bytes of the window's files (progress)
-        for url in expand_paths(self.template, self.window):
-            fs, path = self.fs_factory(url)
-            if _GLOB.search(path):
-                matches = sorted(fs.glob(path))
-                prefix = _protocol(url)
-                urls = [m if "://" in m or not prefix else prefix + m for m in matches]
-            else:
-                urls = [url] if fs.exists(path) else []
-            sizes = {u: self._size(u) for u in urls}
-            present = [u for u in urls if sizes[u]]
-            total += sum(sizes.values())
+        own = expand_windows(self.template, self.window)
+        for url, part in own:
+            present, named, size = self._present(url)
+            total += size
             found.extend(present)
             if present:
                 continue
             if self.on_missing in ("fail", "wait"):  # "wait": the DAG's sensor waited; now it must be there
-                empty = f" ({len(urls)} empty file(s): still being written?)" if urls else ""
+                empty = f" ({named} empty file(s): still being written?)" if named else ""
                 raise SourceMissingError(
                     f"no file for {self.window.label} at {url}{empty} "
                     "(set source.on_missing: skip to treat a missing day as empty)"
                 )
             self.missing.append(url)
+            self.missing_windows.append((url, part))
+        own_paths = {url for url, _ in own}
+        for url, part in self.rechecks:
+            if url in own_paths:  # this run's own file: found above, or missing again
+                if url not in self.missing:
+                    self.recovered.append(url)
+                continue
+            present, _, size = self._present(url)
+            if present:
+                total += size
+                self.recovered.append(url)
+                for match in present:
+                    if match not in self.origin_windows and match not in found:
+                        self.origin_windows[match] = part
+                        found.append(match)
         self._total_bytes = total
         return found
+
+    def _present(self, url: str) -> tuple[list[str], int, int]:
+        """The usable (non-empty) files a path or glob names now, how many it names, their bytes."""
+        fs, path = self.fs_factory(url)
+        if _GLOB.search(path):
+            matches = sorted(fs.glob(path))
+            prefix = _protocol(url)
+            urls = [m if "://" in m or not prefix else prefix + m for m in matches]
+        else:
+            urls = [url] if fs.exists(path) else []
+        sizes = {u: self._size(u) for u in urls}
+        return [u for u in urls if sizes[u]], len(urls), sum(sizes.values())
 
     def _size(self, url: str) -> int:
         fs, path = self.fs_factory(url)
