@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from urllib.error import HTTPError
 from urllib.parse import quote
 from urllib.request import Request, urlopen
 
+import numpy as np
 import pytest
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
@@ -38,12 +39,17 @@ from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.emulator import HeapEmulator
 from walkme_heap.ledger import Ledger
+from walkme_heap.ledger.acks import TABLE as ACKS_TABLE
+from walkme_heap.ledger.acks import DayArrivals
+from walkme_heap.ledger.runs import TABLE as RUNS_TABLE
+from walkme_heap.ledger.runs import LateData
 from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
+from walkme_heap.mapping.timestamps import format_ms
 from walkme_heap.replay import ReplayOptions, replay
 from walkme_heap.report import create_app
 from walkme_heap.sharding import Shard
 from walkme_heap.sources.csv_files import CsvSource
-from walkme_heap.window import resolve_window
+from walkme_heap.window import Window, resolve_window
 
 SPEC = MappingSpec(event_name=EventNameSpec(event_type="complete"))
 VIEWER = SimpleAuthManagerUser(username="viewer", role="viewer")
@@ -169,6 +175,151 @@ def test_the_report_shows_the_newest_complete_dead_letters_after_a_partial_run(
     page = client.get("/report", params={"pipeline": "versions", "day": "2024-03-10"}).text
     cell = re.search(r'<td data-col="dead_letters">([^<]*)</td>', page)
     assert cell and cell.group(1).split("\n") == [newest, f"partial run: {partial}"]
+
+
+def _day(label: str) -> Window:
+    start = datetime.fromisoformat(label).replace(tzinfo=UTC)
+    return Window(start, start + timedelta(days=1))
+
+
+def _send(ledger: Ledger, pipeline: str, token: str | None, window: str, times: list[str]) -> None:
+    """One acknowledged batch of events at ``times`` (``"2024-03-10T05:00"``), sent by the run
+    ``token`` of ``window``'s day: those before that day are late arrivals."""
+    stamps = format_ms(
+        np.array([datetime.fromisoformat(t).replace(tzinfo=UTC).timestamp() * 1000 for t in times])
+    )
+    events = [{"timestamp": str(t), "idempotency_key": f"wmh1-{uuid.uuid4().hex}"} for t in stamps]
+    late_before = format_ms(np.array([_day(window).start_ms]))[0]
+    ledger.acks.record(pipeline, token, events, "app", late_before=str(late_before))
+
+
+def _ran(
+    ledger: Ledger, pipeline: str, window: str, past_bound: dict[str, int] | None, shard: str | None = None
+) -> None:
+    """A run of ``window`` (``shard``) that ended, with the events it found past the lateness bound
+    (None: a record of a version that kept no late data)."""
+    record = ledger.runs.start(pipeline, _day(window), f"scheduled__{window}", shard)
+    late = None if past_bound is None else LateData(past_bound=past_bound)
+    ledger.runs.finish(record, "success", {"read": 1}, None, "", late)
+
+
+SCHEDULED_11 = "scheduled__2024-03-11T00:00:00+00:00"
+
+
+def record_late_arrivals(ledger: Ledger, pipeline: str) -> None:
+    """Event days of ``pipeline`` sent on time, late by several runs, and past the lateness bound."""
+    _send(
+        ledger,
+        pipeline,
+        "scheduled__2024-03-10T00:00:00+00:00#0a0a0a0a0a0a",
+        "2024-03-10",
+        ["2024-03-10T00:00", "2024-03-10T05:00", "2024-03-10T12:00", "2024-03-10T23:59:59.999"],
+    )
+    # the next day's run, in two shards (and a retry of one: another token), sends 03-10's stragglers
+    _send(
+        ledger,
+        pipeline,
+        f"{SCHEDULED_11}#1of2#1b1b1b1b1b1b",
+        "2024-03-11",
+        ["2024-03-10T22:00", "2024-03-10T23:00", "2024-03-11T01:00", "2024-03-11T02:00"],
+    )
+    _send(ledger, pipeline, f"{SCHEDULED_11}#2of2#2c2c2c2c2c2c", "2024-03-11", ["2024-03-11T03:00"])
+    _send(ledger, pipeline, f"{SCHEDULED_11}#2of2#3d3d3d3d3d3d", "2024-03-11", ["2024-03-10T21:00"])
+    _send(ledger, pipeline, "walkme-heap#4e4e4e4e4e4e", "2024-03-12", ["2024-03-10T20:00"])  # outside Airflow
+    _send(ledger, pipeline, "manual__<b>x</b>#5f5f5f5f5f5f", "2024-03-11", ["2024-03-10T19:00"])
+    # a row of a version that did not count late events: on time
+    _send(ledger, pipeline, "old#6a6a6a6a6a6a", "2024-03-11", ["2024-03-09T10:00", "2024-03-09T11:00"])
+    ledger.database.write(
+        f"UPDATE {ACKS_TABLE.name} SET late_events = NULL WHERE pipeline = ? AND day = ?",
+        [pipeline, "2024-03-09"],
+    )
+    _ran(ledger, pipeline, "2024-03-11", {"2024-03-08": 2, "2024-03-09": 1})
+    _ran(ledger, pipeline, "2024-03-11", {"2024-03-08": 2})  # a re-run of the window: replaces
+    ledger.runs.start(pipeline, _day("2024-03-11"), "manual__again", None)  # still running: keeps it
+    _ran(ledger, pipeline, "2024-03-12", {"2024-03-08": 1})  # another window: adds
+    _ran(ledger, pipeline, "2024-03-13", {"2024-03-10": 4}, "1/2")  # one per shard: adds
+    _ran(ledger, pipeline, "2024-03-13", {"2024-03-10": 1}, "2/2")
+    _ran(ledger, pipeline, "2024-03-14", None)  # an older version's record: nothing
+
+
+EXPECTED_ARRIVALS = [  # (event day, on time, late, late by run)
+    ("2024-03-09", 2, 0, {}),
+    ("2024-03-10", 4, 5, {SCHEDULED_11: 3, None: 1, "manual__<b>x</b>": 1}),
+    ("2024-03-11", 3, 0, {}),
+]
+EXPECTED_PAST_BOUND = [("2024-03-08", 3), ("2024-03-10", 5)]
+
+
+def test_the_ledger_counts_each_event_days_late_arrivals(ledger: Ledger, pipeline: str) -> None:
+    """SQLite and PostgreSQL alike: on time and late per Airflow run (shards and tries of one run are
+    one), and past the bound per the newest record of each window and shard."""
+    try:
+        record_late_arrivals(ledger, pipeline)
+        arrivals = [a for a in ledger.acks.arrivals_per_day() if a.pipeline == pipeline]
+        assert arrivals == [DayArrivals(pipeline, d, n, late, runs) for d, n, late, runs in EXPECTED_ARRIVALS]
+        assert list(arrivals[1].late_by_run) == [SCHEDULED_11, None, "manual__<b>x</b>"]  # in arrival order
+        past_bound = [(d, n) for p, d, n in ledger.runs.past_bound_per_day() if p == pipeline]
+        assert past_bound == EXPECTED_PAST_BOUND
+    finally:
+        for table in (ACKS_TABLE, RUNS_TABLE):  # PostgreSQL is shared by the tests
+            ledger.database.write(f"DELETE FROM {table.name} WHERE pipeline = ?", [pipeline])
+
+
+def test_the_report_shows_each_event_days_late_arrivals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "walkme_heap"
+    home.mkdir()
+    ledger = Ledger.sqlite(str(home / "ledger.db"))
+    record_late_arrivals(ledger, "late")
+    record_late_arrivals(ledger, "hidden")  # a pipeline whose DAG the user may not read
+    ledger.close()
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(home))
+    client = client_as(auth_manager=DagAuthManager({"walkme_to_heap_late"}))
+    data = client.get("/api/days").json()
+    assert data["event_days"] == [
+        {"pipeline": "late", "day": d, "on_time": n, "late": late, "late_by_run": runs, "past_bound": past}
+        for d, n, late, runs, past in [
+            ("2024-03-08", 0, 0, [], 3),
+            ("2024-03-09", 2, 0, [], 0),
+            (
+                "2024-03-10",
+                4,
+                5,
+                [
+                    {"run_id": SCHEDULED_11, "events": 3},
+                    {"run_id": None, "events": 1},
+                    {"run_id": "manual__<b>x</b>", "events": 1},
+                ],
+                5,
+            ),
+            ("2024-03-11", 3, 0, [], 0),
+        ]
+    ]
+    page = client.get("/report", params={"day": "2024-03-10"}).text
+    assert "hidden" not in page
+    rows = re.findall(r'<tr id="event-day-late-([\d-]+)"( class="selected")?>(.*?)</tr>', page)
+    assert [(day, bool(selected)) for day, selected, _ in rows] == [
+        ("2024-03-11", False),
+        ("2024-03-10", True),
+        ("2024-03-09", False),
+        ("2024-03-08", False),
+    ]
+    cells = dict(re.findall(r'<td data-col="(\w+)">(.*?)</td>', rows[1][2]))
+    assert cells["on_time"] == "4"
+    assert cells["late"] == (
+        f'5<span class="by-run">by run {SCHEDULED_11}: 3</span><span class="by-run">by a run outside '
+        'Airflow: 1</span><span class="by-run">by run manual__&lt;b&gt;x&lt;/b&gt;: 1</span>'
+    )
+    assert cells["past_bound"] == (
+        '5<span class="hint">in the dead letters (later_than_lateness): the manual run the task log names '
+        "replays them</span>"
+    )
+    assert "<b>x</b>" not in page
+    cells = dict(re.findall(r'<td data-col="(\w+)">(.*?)</td>', rows[3][2]))
+    assert (cells["on_time"], cells["late"], cells["past_bound"][:1]) == ("0", "0", "3")
+    refused = client.get("/api/days", params={"pipeline": "hidden"})
+    assert refused.status_code == 403
 
 
 def _team_config(tmp_path: Path, ledger_conn_id: str) -> Path:

@@ -7,6 +7,11 @@ file its run record names: on object stores each run writes a version of its own
 came after it: a partial run (a trial's row limit, a skipped missing day) writes its own beside them,
 named in the same cell, and a run that stopped on an error keeps none.
 
+Per pipeline and event day (the UTC day of the events' time, not the run's window): how many events
+were sent on time, how many arrived late (older than the window of the run that sent them) and by
+which Airflow run, and how many were past the lateness bound (dead-lettered), as the newest run of
+each window counted them.
+
 The ledgers are those the configured pipelines write (each one's ``ledger_conn_id``), opened as the
 replay tasks open them, once for the app's lifetime; the page names them. A ledger that cannot be
 read makes the page say so (HTTP 503), never an empty report.
@@ -51,6 +56,7 @@ from walkme_heap.connections import Connections, UnusableConnection
 from walkme_heap.deadletters import is_partial
 from walkme_heap.hooks.connections import AirflowConnections
 from walkme_heap.ledger import Ledger, open_ledger
+from walkme_heap.ledger.acks import DayArrivals
 from walkme_heap.ledger.runs import TABLE as RUNS_TABLE
 from walkme_heap.operators.replay import task_heartbeat_timeout
 
@@ -93,10 +99,17 @@ class LedgerRecords:
     ledgers: list[str]  # each ledger's description, for the page
     # The newest complete dead letters of each (pipeline, window label, shard or "").
     dead_letters: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    arrivals: list[DayArrivals] = field(default_factory=list)  # per pipeline and event day
+    past_bound: list[tuple[str, str, int]] = field(default_factory=list)  # (pipeline, event day, events)
 
     @property
     def pipelines(self) -> set[str]:
-        return {run["pipeline"] for run in self.runs} | {sent[0] for sent in self.sent}
+        return (
+            {run["pipeline"] for run in self.runs}
+            | {sent[0] for sent in self.sent}
+            | {a.pipeline for a in self.arrivals}
+            | {p[0] for p in self.past_bound}
+        )
 
 
 class LedgerReader:
@@ -138,17 +151,23 @@ class LedgerReader:
         runs: list[dict[str, Any]] = []
         sent: list[tuple[str, str, str | None, int]] = []
         dead_letters: dict[tuple[str, str, str], str] = {}
+        arrivals: list[DayArrivals] = []
+        past_bound: list[tuple[str, str, int]] = []
         ledgers = self._ledgers(conn_ids)
         for description, ledger in ledgers:
             try:
                 runs += ledger.runs.latest(task_heartbeat_timeout())
                 sent += ledger.acks.sent_per_day()
                 dead_letters.update(complete_dead_letters(ledger))
+                arrivals += ledger.acks.arrivals_per_day()
+                past_bound += ledger.runs.past_bound_per_day()
             except Exception as exc:  # a database that cannot be reached or read: say which
                 with suppress(Exception):  # a broken connection may not even close; it is dropped
                     ledger.close()  # the next read opens it afresh
                 raise ReportUnavailable(f"the ledger ({description}) cannot be read: {exc}") from None
-        return LedgerRecords(runs, sent, [description for description, _ in ledgers], dead_letters)
+        return LedgerRecords(
+            runs, sent, [description for description, _ in ledgers], dead_letters, arrivals, past_bound
+        )
 
     def _ledgers(self, conn_ids: Sequence[str]) -> list[tuple[str, Ledger]]:
         """The open ledger of each connection, with its description as of now (undefined connections
@@ -193,10 +212,37 @@ def complete_dead_letters(ledger: Ledger) -> dict[tuple[str, str, str], str]:
     return newest
 
 
+def event_days(records: LedgerRecords, shown: Collection[str]) -> list[dict[str, Any]]:
+    """Per pipeline ``shown`` and event day (in that order): the events sent on time, those sent late
+    with the Airflow runs that sent them (``run_id`` None: a run outside Airflow), and those found
+    later than the lateness bound. A pipeline in two ledgers (its ``ledger_conn_id`` changed) is
+    summed."""
+    days: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def entry(pipeline: str, day: str) -> dict[str, Any]:
+        new = {"pipeline": pipeline, "day": day, "on_time": 0, "late": 0, "late_by_run": {}, "past_bound": 0}
+        return days.setdefault((pipeline, day), new)
+
+    for arrived in records.arrivals:
+        if arrived.pipeline in shown:
+            row = entry(arrived.pipeline, arrived.day)
+            row["on_time"] += arrived.on_time
+            row["late"] += arrived.late
+            for run_id, events in arrived.late_by_run.items():
+                row["late_by_run"][run_id] = row["late_by_run"].get(run_id, 0) + events
+    for pipeline, day, events in records.past_bound:
+        if pipeline in shown:
+            entry(pipeline, day)["past_bound"] += events
+    return [
+        {**row, "late_by_run": [{"run_id": r, "events": n} for r, n in row["late_by_run"].items()]}
+        for _, row in sorted(days.items())
+    ]
+
+
 def report_data(records: LedgerRecords, shown: Collection[str]) -> dict[str, Any]:
-    """The newest run per pipeline, day and shard, and the events sent per day, of the pipelines
-    ``shown``. A run's ``dead_letters`` are the window's newest complete ones, its
-    ``partial_dead_letters`` its own when it was a partial run."""
+    """The newest run per pipeline, day and shard, the events sent per day, and the per-event-day
+    arrivals (``event_days``) of the pipelines ``shown``. A run's ``dead_letters`` are the window's
+    newest complete ones, its ``partial_dead_letters`` its own when it was a partial run."""
     newest: dict[tuple[str, str, str], dict[str, Any]] = {}  # one row per day and shard
     for run in records.runs:
         if run["pipeline"] in shown:
@@ -218,6 +264,7 @@ def report_data(records: LedgerRecords, shown: Collection[str]) -> dict[str, Any
             for p, d, a, n in sorted(records.sent, key=lambda s: (s[0], s[1], s[2] or ""))
             if p in shown
         ],
+        "event_days": event_days(records, shown),
         "ledgers": records.ledgers,
     }
 
@@ -332,6 +379,46 @@ def _dead_letters_cell(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PAST_BOUND_HINT = "in the dead letters (later_than_lateness): the manual run the task log names replays them"
+
+
+def _event_days(days: list[dict[str, Any]], day: str | None) -> str:
+    """A table per pipeline of its event days, newest first: sent on time, sent late (by which
+    Airflow run), past the lateness bound; the ``day`` asked for is highlighted."""
+    by_pipeline: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in sorted(days, key=lambda e: e["day"], reverse=True):
+        by_pipeline[entry["pipeline"]].append(entry)
+    sections = []
+    for pipeline in sorted(by_pipeline):
+        rows = []
+        for entry in by_pipeline[pipeline]:
+            anchor = html.escape(f"event-day-{pipeline}-{entry['day']}")
+            mark = ' class="selected"' if day and entry["day"] == day else ""
+            runs = "".join(
+                '<span class="by-run">'
+                + html.escape(f"by run {r['run_id']}" if r["run_id"] else "by a run outside Airflow")
+                + f": {r['events']}</span>"
+                for r in entry["late_by_run"]
+            )
+            hint = f'<span class="hint">{html.escape(PAST_BOUND_HINT)}</span>' if entry["past_bound"] else ""
+            rows.append(
+                f'<tr id="{anchor}"{mark}><td data-col="event_day">{html.escape(entry["day"])}</td>'
+                f'<td data-col="on_time">{entry["on_time"]}</td>'
+                f'<td data-col="late">{entry["late"]}{runs}</td>'
+                f'<td data-col="past_bound">{entry["past_bound"]}{hint}</td></tr>'
+            )
+        sections.append(
+            f"<h3>{html.escape(pipeline)}</h3>"
+            f'<table class="event-days" id="{html.escape(f"event-days-{pipeline}")}"><thead><tr>'
+            "<th>Event day</th><th>Sent on time</th><th>Sent late</th><th>Past the bound</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    if not sections:
+        return ""
+    heading = "Events per event day: sent on time, sent late, past the lateness bound"
+    return f'<h2 id="event-days">{heading}</h2>' + "".join(sections)
+
+
 def render(data: dict[str, Any], pipeline: str | None, day: str | None, notices: Sequence[str] = ()) -> str:
     rows = []
     for run in data["days"]:
@@ -358,12 +445,13 @@ th, td {{ border: 1px solid #ccc; padding: 4px 8px; }}
 th {{ background: #f0eefc; }} tr.selected td {{ background: #fff3c4; font-weight: bold; }}
 td[data-col=status] {{ text-transform: uppercase; }}
 td[data-col=dead_letters] {{ word-break: break-all; white-space: pre-line; }}
+.by-run, .hint {{ display: block; color: #555; font-size: 90%; }} h3 {{ margin: 16px 0 0; }}
 .notice {{ background: #fff3c4; padding: 8px; }} .ledgers {{ color: #555; }}
 </style></head><body><h1>{title}</h1>{"".join(f'<p class="notice">{html.escape(n)}</p>' for n in notices)}
 <p class="ledgers">Ledger: {html.escape("; ".join(data["ledgers"]))}</p>{_chart(data["sent_per_day"])}
 <table id="days"><thead><tr>{head}</tr></thead><tbody>{
         "".join(rows) or '<tr><td colspan="12">No replays recorded yet.</td></tr>'
-    }</tbody></table></body></html>"""
+    }</tbody></table>{_event_days(data.get("event_days", []), day)}</body></html>"""
 
 
 def _page(message: str) -> str:
