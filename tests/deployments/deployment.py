@@ -123,6 +123,15 @@ class Deployment:
         process.wait(timeout=30)
         return killed
 
+    def halt(self, name: str) -> None:
+        """Stop a component as an operator would (SIGTERM; SIGKILL what is left after 30 s)."""
+        process = self.processes.pop(name)
+        _signal_session(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+        _signal_session(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(self.home.glob("*.log"))
