@@ -1,30 +1,12 @@
-"""Airflow plugin: the replay report page (FastAPI app) and the replay task's extra link."""
+"""The project folder's plugin: the package's Airflow plugin (report page, navigation entry, extra
+link) for deployments that use this folder without installing the package (an Astronomer project
+copies ``plugins/``). Where the package is installed, its ``airflow.plugins`` entry point registers
+the plugin, and this file defines none (Airflow would refuse the second one by name, as an import
+error)."""
 
-from functools import cached_property
-from typing import Any
+from importlib.metadata import entry_points
 
-from airflow.plugins_manager import AirflowPlugin
+if not any(ep.name == "walkme_heap" for ep in entry_points(group="airflow.plugins")):
+    from walkme_heap.airflow_plugin import WalkMeHeapPlugin
 
-from walkme_heap.links import URL_PREFIX, ReplayReportLink
-
-
-class WalkMeHeapPlugin(AirflowPlugin):
-    name = "walkme_heap"
-    external_views = [
-        {
-            "name": "WalkMe to Heap replays",
-            "href": f"{URL_PREFIX}/report",
-            "destination": "nav",
-            "category": "browse",
-            "url_route": "walkme-heap-report",
-        }
-    ]
-    operator_extra_links = [ReplayReportLink()]
-
-    @cached_property
-    def fastapi_apps(self) -> list[dict[str, Any]]:
-        """Built when first asked for, by the API server: every task and DAG processor loads plugins
-        too, and need not import the report's app and Airflow's API security with them."""
-        from walkme_heap.report import create_app
-
-        return [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "WalkMe to Heap replay report"}]
+    __all__ = ["WalkMeHeapPlugin"]

@@ -383,13 +383,24 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
     return pipeline
 
 
-def config_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+def config_path(dags_folder: str | Path | None = None) -> Path:
+    """The pipelines file: ``WALKME_HEAP_CONFIG``; else this project folder's
+    ``include/pipelines.yaml`` when the package runs from the folder; else, for an installed
+    package, ``pipelines.yaml`` in the DAGs folder (``dags_folder``: Airflow's ``[core] dags_folder``,
+    which the Airflow side passes; without it ``AIRFLOW__CORE__DAGS_FOLDER``, ``$AIRFLOW_HOME/dags``)."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    if DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    folder = dags_folder or os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    if not folder:
+        folder = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow") / "dags"
+    return Path(folder).expanduser() / "pipelines.yaml"
 
 
-def load_pipelines(path: Path | str | None = None) -> list[Pipeline]:
-    """Read and validate every pipeline of a configuration file."""
-    path = Path(path) if path else config_path()
+def load_pipelines(path: Path | str | None = None, dags_folder: str | Path | None = None) -> list[Pipeline]:
+    """Read and validate every pipeline of a configuration file (``config_path`` when not given)."""
+    path = Path(path) if path else config_path(dags_folder)
     where = str(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -1,4 +1,5 @@
-"""Airflow provider metadata: registers the "Heap" connection type with labelled form fields.
+"""Airflow provider metadata: the integration, its hooks, operators, sensor, extra link and plugin,
+and the "Heap" connection type with labelled form fields.
 
 Installed through the ``apache_airflow_provider`` entry point (pyproject.toml). Since Airflow 3.2
 the form is declared as data (``conn-fields``, ``ui-field-behaviour``), not as Python widgets.
@@ -20,6 +21,13 @@ from walkme_heap.heap_api import (
     US_BASE_URL,
 )
 
+# What Test does with and without a key (shown in the empty API key field). The event's name is
+# HeapHook's CANARY_EVENT (a test pins it): not imported, the form is read without importing hooks.
+API_KEY_PLACEHOLDER = (
+    "With a key, Test checks app id + key at Heap's auth endpoint and sends nothing. "
+    "Empty: Test sends one canary event 'walkme-heap connection test', visible in Heap."
+)
+
 
 def _number(label: str, description: str, default: int | float | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": ["integer", "null"]}
@@ -34,6 +42,24 @@ def get_provider_info() -> dict[str, Any]:
         "name": "WalkMe to Heap",
         "description": "Replay exported WalkMe events into Heap Analytics (server-side bulk track API).",
         "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Heap",
+                "external-doc-url": "https://developers.heap.io/reference/server-side-apis-overview",
+                "how-to-guide": [],
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "Heap", "python-modules": ["walkme_heap.hooks.heap"]}],
+        "operators": [
+            {
+                "integration-name": "Heap",
+                "python-modules": ["walkme_heap.operators.replay", "walkme_heap.operators.summary"],
+            }
+        ],
+        "sensors": [{"integration-name": "Heap", "python-modules": ["walkme_heap.operators.sensor"]}],
+        "extra-links": ["walkme_heap.links.ReplayReportLink"],
+        "plugins": [{"name": "walkme_heap", "plugin-class": "walkme_heap.airflow_plugin.WalkMeHeapPlugin"}],
         "connection-types": [
             {
                 "hook-class-name": "walkme_heap.hooks.heap.HeapHook",
@@ -73,11 +99,18 @@ def get_provider_info() -> dict[str, Any]:
                     ),
                 },
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "password", "extra"],
-                    "relabeling": {"host": "Base URL (optional)", "login": "App ID"},
+                    # The password field holds the API key: stored encrypted and masked like any password.
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {
+                        "host": "Base URL (optional)",
+                        "login": "App ID",
+                        "password": "API key (optional, for Test)",
+                    },
                     "placeholders": {
                         "host": f"{US_BASE_URL} (empty: from Region)",
                         "login": "the Heap environment (app) id",
+                        # Standard fields take no description in the form: the placeholder says it.
+                        "password": API_KEY_PLACEHOLDER,
                     },
                 },
             }

@@ -79,11 +79,12 @@ class Configuration:
 
 def read_configuration() -> Configuration:
     """The pipelines file as the replay tasks read it; without it, the default ledger only."""
+    dags_folder = conf.get("core", "dags_folder", fallback=None)
     try:
-        pipelines = load_pipelines()
+        pipelines = load_pipelines(dags_folder=dags_folder)
     except ConfigError as exc:
         notice = (
-            f"The pipelines file ({config_path()}) could not be read, so only the ledger of "
+            f"The pipelines file ({config_path(dags_folder)}) could not be read, so only the ledger of "
             f"connection '{DEFAULT_LEDGER_CONN_ID}' is shown: {exc}"
         )
         return Configuration([], [DEFAULT_LEDGER_CONN_ID], [notice])
