@@ -24,8 +24,16 @@ def test_the_heap_connection_type_is_registered_with_its_fields() -> None:
         True,
     )
     behaviour = manager.field_behaviours["heap"]
-    assert behaviour["relabeling"] == {"host": "Base URL (optional)", "login": "App ID"}
-    assert "password" in behaviour["hidden_fields"]
+    assert behaviour["relabeling"] == {
+        "host": "Base URL (optional)",
+        "login": "App ID",
+        "password": "API key (optional, for Test)",
+    }
+    assert "password" not in behaviour["hidden_fields"]  # the API key: a password field, masked
+    # Standard fields take no description: the placeholder says what Test does with and without a key.
+    placeholder = behaviour["placeholders"]["password"]
+    assert "auth endpoint and sends nothing" in placeholder
+    assert f"canary event '{CANARY_EVENT}', visible in Heap" in placeholder
     widgets = {
         k: v.field for k, v in manager.connection_form_widgets.items() if k.startswith("extra__heap__")
     }
@@ -42,6 +50,16 @@ def test_the_heap_connection_type_is_registered_with_its_fields() -> None:
     }
     assert widgets["extra__heap__region"]["schema"]["title"] == "Region"
     assert widgets["extra__heap__app_rate_limit"]["value"] == 15000
+
+
+def test_the_ui_form_shows_the_api_key_field_and_what_test_does() -> None:
+    """What the UI's connection form reads (the hook metadata API): the password is shown as the key."""
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "heap"]
+    password = meta.standard_fields.model_dump(mode="json")["password"]
+    assert (password["hidden"], password["title"]) == (False, "API key (optional, for Test)")
+    assert "sends nothing" in password["placeholder"] and "canary event" in password["placeholder"]
 
 
 def test_form_fields_reach_the_hook(monkeypatch: pytest.MonkeyPatch) -> None:

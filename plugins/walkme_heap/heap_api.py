@@ -12,6 +12,8 @@ US_BASE_URL = "https://heapanalytics.com"
 EU_BASE_URL = "https://c.eu.heap-api.com"
 REGIONS = {"us": US_BASE_URL, "eu": EU_BASE_URL}
 TRACK_PATH = "/api/track"
+# HTTP Basic app_id:api_key -> a bearer token (about 5 minutes); writes nothing (user-deletion API).
+AUTH_TOKEN_PATH = "/api/public/v0/auth_token"
 
 # -- what Heap documents --------------------------------------------------------------------------
 MAX_EVENTS_PER_REQUEST = 1000  # bulk track

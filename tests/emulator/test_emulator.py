@@ -202,3 +202,73 @@ def test_retry_after_forms(form: str, pattern: str) -> None:
 def test_retry_after_form_is_checked(emulator: HeapEmulator) -> None:
     bad = requests.post(f"{emulator.url}/_emulator/config", json={"retry_after_form": "soon"}, timeout=5)
     assert bad.status_code == 400 and "retry_after_form" in bad.json()["error"]
+
+
+AUTH = "/api/public/v0/auth_token"
+
+
+def test_auth_token_issues_a_token_for_a_known_app_id_and_key_and_records_nothing(
+    emulator: HeapEmulator,
+) -> None:
+    configured = requests.post(
+        f"{emulator.url}/_emulator/config", json={"api_keys": {"main-app": "secret-key"}}, timeout=5
+    )
+    assert configured.status_code == 200 and configured.json()["api_keys"] == {"main-app": "***"}
+    answer = requests.post(f"{emulator.url}{AUTH}", auth=("main-app", "secret-key"), timeout=5)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert set(body) == {"access_token", "expires_in"} and len(body["access_token"]) >= 32
+    assert body["expires_in"] == 300  # "expires in about 5 minutes"
+    again = requests.post(f"{emulator.url}{AUTH}", auth=("main-app", "secret-key"), timeout=5)
+    assert again.json()["access_token"] != body["access_token"]
+    counts = stats(emulator)
+    assert (counts["auth_requests"], counts["auth_tokens"]) == (2, 2)
+    assert not {"requests", "accepted_events", "auth_rejected_401"} & set(counts)
+    assert counts["settings"]["api_keys"] == {"main-app": "***"}  # the key never shows
+    assert requests.get(f"{emulator.url}/_emulator/events", timeout=5).json() == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "auth", "reason"),
+    [
+        ({}, ("main-app", "wrong-key"), "invalid app_id or api_key"),
+        ({}, ("other-app", "secret-key"), "invalid app_id or api_key"),
+        ({}, ("", "secret-key"), "invalid app_id or api_key"),
+        ({}, None, "missing or malformed"),
+        ({"Authorization": "Bearer secret-key"}, None, "missing or malformed"),
+        ({"Authorization": "Basic not*base64"}, None, "missing or malformed"),
+        ({"Authorization": "Basic bWFpbi1hcHA="}, None, "missing or malformed"),  # "main-app", no colon
+    ],
+)
+def test_auth_token_refuses_with_401(
+    emulator: HeapEmulator, headers: dict[str, str], auth: tuple[str, str] | None, reason: str
+) -> None:
+    """Heap documents no status for a refusal: the emulator chose 401 (a client takes 403 too)."""
+    requests.post(
+        f"{emulator.url}/_emulator/config", json={"api_keys": {"main-app": "secret-key"}}, timeout=5
+    )
+    answer = requests.post(f"{emulator.url}{AUTH}", headers=headers, auth=auth, timeout=5)
+    assert answer.status_code == 401 and reason in answer.json()["error"]
+    assert answer.headers["WWW-Authenticate"].startswith("Basic")
+    assert "access_token" not in answer.json()
+    assert (stats(emulator)["auth_requests"], stats(emulator)["auth_rejected_401"]) == (1, 1)
+
+
+def test_auth_token_without_configured_keys_refuses_every_key(emulator: HeapEmulator) -> None:
+    answer = requests.post(f"{emulator.url}{AUTH}", auth=("app", "key"), timeout=5)
+    assert answer.status_code == 401
+
+
+@pytest.mark.parametrize("keys", [["a"], {"app": 5}, {"app": ""}, {"": "k"}, None])
+def test_api_keys_setting_is_checked(emulator: HeapEmulator, keys: object) -> None:
+    bad = requests.post(f"{emulator.url}/_emulator/config", json={"api_keys": keys}, timeout=5)
+    assert bad.status_code == 400 and "api_keys" in bad.json()["error"]
+
+
+def test_api_keys_from_the_command_line() -> None:
+    from walkme_heap.emulator.process import EmulatorProcess
+
+    with EmulatorProcess("--api-key", "main-app:secret:with-colon") as emulator:
+        ok = requests.post(f"{emulator.url}{AUTH}", auth=("main-app", "secret:with-colon"), timeout=5)
+        assert ok.status_code == 200 and ok.json()["access_token"]
+        assert emulator.stats()["settings"]["api_keys"] == {"main-app": "***"}

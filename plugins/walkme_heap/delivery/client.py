@@ -6,6 +6,10 @@ Redirects are never followed (a 301/302 would turn the POST into a GET that some
 a 307/308 would re-post app id and identities to any address), and a 3xx, another 2xx or an HTML
 page (a captive portal, a proxy's login) is not an acknowledgement: each raises
 ``HeapRequestError`` naming what answered and what to check.
+
+``check_api_key`` asks Heap's auth endpoint for a token (HTTP Basic ``app_id:api_key``): it checks
+an API key and writes nothing. Same session, base URL rules and redirect refusal; neither the key nor
+the token ever appears in a message.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from walkme_heap.heap_api import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, TRACK_PATH
+from walkme_heap.heap_api import AUTH_TOKEN_PATH, DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, TRACK_PATH
 
 
 class HeapConfigError(ValueError):
@@ -151,8 +155,67 @@ class HeapClient:
             )
         return answer
 
+    def check_api_key(self, api_key: str) -> None:
+        """Ask Heap for a bearer token with HTTP Basic ``app_id:api_key``: a credentials check that
+        writes nothing. Raises HeapRequestError unless Heap answers 200 with a token; the token is
+        dropped unread (nothing here needs one) and neither it nor the key is in any message."""
+        url = self.base_url + AUTH_TOKEN_PATH
+        try:
+            response = self.session.post(
+                url, auth=(self.app_id, api_key), timeout=self.timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            # from None: the chained exception holds the request, Authorization header included
+            raise HeapRequestError(None, _redact(f"no answer from {self.base_url}: {exc}", api_key)) from None
+        if response.status_code == 200 and not _is_page(response) and _has_token(response):
+            return
+        raise HeapRequestError(response.status_code, _redact(self._explain_auth(response), api_key))
+
+    def _explain_auth(self, response: requests.Response) -> str:
+        """What the auth endpoint's answer means. Heap documents no error status for a wrong key:
+        401 and 403 are both taken as a refusal of the app id and key. A 200 body is never quoted
+        (it may hold a token)."""
+        status, url = response.status_code, self.base_url + AUTH_TOKEN_PATH
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "(no Location)")
+            return (
+                f"{url} answered with a redirect to {location}; Heap does not document one, so the "
+                "connection's host is wrong or a proxy is in between (never followed: the key goes nowhere "
+                "else)"
+            )
+        if status == 200 and _is_page(response):
+            return f"{url} answered 200 with an HTML page, not Heap's answer (a captive portal or a proxy?)"
+        if 200 <= status < 300:
+            return f"{url} answered {status} without a token: not Heap's auth endpoint?"
+        answer = _message(response)
+        if status in (401, 403):
+            return (
+                f"Heap refused app id {self.app_id} with this API key ({answer}); check the key, and that "
+                "the App ID is the Main Production environment's (the one Heap's auth endpoint takes)"
+            )
+        if status in (404, 405):
+            return f"{answer} -- no Heap auth endpoint at {url}; check the connection's host (host only)"
+        return answer
+
     def close(self) -> None:
         self.session.close()
+
+
+def _has_token(response: requests.Response) -> bool:
+    """Heap documents only that a bearer token comes back, not its shape: a JSON object with a
+    non-empty ``access_token`` or ``token``, a JSON string, or plain text are each taken as one."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return bool(response.text.strip())
+    if isinstance(payload, dict):
+        return any(isinstance(payload.get(k), str) and payload[k].strip() for k in ("access_token", "token"))
+    return isinstance(payload, str) and bool(payload.strip())
+
+
+def _redact(text: str, secret: str) -> str:
+    """The text without the secret (should a proxy or server echo it back)."""
+    return text.replace(secret, "***") if secret else text
 
 
 def _is_page(response: requests.Response) -> bool:

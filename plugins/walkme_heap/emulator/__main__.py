@@ -20,6 +20,13 @@ def _limit(text: str) -> int | None:
     return None if text.lower() in ("off", "none", "0") else int(text)
 
 
+def _api_key(text: str) -> tuple[str, str]:
+    app_id, colon, key = text.partition(":")
+    if not (app_id and colon and key):
+        raise argparse.ArgumentTypeError("expected APP_ID:API_KEY")
+    return app_id, key
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m walkme_heap.emulator",
@@ -48,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-store", action="store_true", help="count events but do not keep them (benchmarks)"
     )
+    parser.add_argument(
+        "--api-key",
+        type=_api_key,
+        action="append",
+        default=[],
+        metavar="APP_ID:API_KEY",
+        help="a pair the auth endpoint accepts (repeatable; none: every key is refused)",
+    )
     parser.add_argument("--jsonl", type=Path, help="also append every new event to this file")
     parser.add_argument("--port-file", type=Path, help="write the chosen port here once listening")
     args = parser.parse_args(argv)
@@ -55,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     same_names = ("app_limit", "identity_limit", "retry_after", "error_rate", "latency_ms", "drop_rate")
     settings = EmulatorSettings(
-        store_events=not args.no_store, **{name: getattr(args, name) for name in same_names}
+        store_events=not args.no_store,
+        api_keys=dict(args.api_key),
+        **{name: getattr(args, name) for name in same_names},
     )
     emulator = HeapEmulator(args.host, args.port, settings, args.jsonl)
     if args.port_file:

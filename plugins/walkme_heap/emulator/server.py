@@ -5,19 +5,33 @@ per-identity limits with 429, drops repeated idempotency keys (counting them), r
 accepted, and can inject faults. It is used by the demo, the tests and the benchmarks; loosening it
 to make a client pass would make those mean nothing.
 
+It also answers Heap's auth endpoint (``POST /api/public/v0/auth_token``, HTTP Basic
+``app_id:api_key``), which the reference documents only as "returns a bearer token (expires in about
+5 minutes)" and "writes nothing". Where it is silent this emulator chose, and clients must not rely
+on the choice: a token is answered as ``200 {"access_token": "<opaque>", "expires_in": 300}``; a
+missing or malformed Authorization header, an unknown app id and a wrong key all get
+``401 {"error": ...}`` with ``WWW-Authenticate: Basic`` (Heap may answer 403: clients take both).
+Valid pairs are the ``api_keys`` setting (Heap issues keys for the Main Production environment's
+app id); tokens are not kept, since nothing here accepts one. Nothing is recorded or rate-limited
+by it: it only counts ``auth_requests``, ``auth_tokens`` and ``auth_rejected_401``.
+
 Control endpoints (not part of Heap's API) live under ``/_emulator/``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 import logging
 import random
+import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +49,8 @@ DEFAULT_APP_LIMIT = 15_000
 DEFAULT_IDENTITY_LIMIT = 1_000
 HOLD_SECONDS = 120.0
 RETRY_AFTER_FORMS = {"seconds", "date", "date-0000", "date-nozone", "zero", "past"}
+AUTH_TOKEN_PATH = "/api/public/v0/auth_token"
+TOKEN_SECONDS = 300  # "expires in about 5 minutes"
 
 
 def retry_after_header(wait: float, form: str, now: float) -> str:
@@ -83,12 +99,19 @@ class EmulatorSettings:
     intercept: dict[str, Any] | None = None
     store_events: bool = True  # keep accepted events for /_emulator/events
     seed: int = 0
+    # The API keys the auth endpoint accepts: {app_id: api_key}. Empty: every key is refused.
+    api_keys: dict[str, str] = field(default_factory=dict)
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown emulator settings: {sorted(unknown)}")
+        keys = changes.get("api_keys", {})
+        if not isinstance(keys, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in keys.items()
+        ):
+            raise ValueError("api_keys must map app ids to API keys (non-empty strings)")
         if changes.get("retry_after_form", "seconds") not in RETRY_AFTER_FORMS:
             raise ValueError(f"retry_after_form must be one of {sorted(RETRY_AFTER_FORMS)}")
         intercept = changes.get("intercept")
@@ -163,7 +186,14 @@ class EmulatorState:
         per_minute: dict[str, dict[str, int]] = {}
         for (app_id, minute), count in sorted(self.per_minute.items()):
             per_minute.setdefault(app_id, {})[str(minute * 60)] = count
-        return {**dict(self.counts), "per_minute": per_minute, "settings": asdict(self.settings)}
+        return {**dict(self.counts), "per_minute": per_minute, "settings": public_settings(self.settings)}
+
+
+def public_settings(settings: EmulatorSettings) -> dict[str, Any]:
+    """The settings as the control endpoints show them: API keys masked (stats end up in logs)."""
+    shown = asdict(settings)
+    shown["api_keys"] = {app_id: "***" for app_id in settings.api_keys}
+    return shown
 
 
 def _decode(raw: bytes) -> Any:
@@ -177,6 +207,19 @@ def _decode(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an HTTP Basic Authorization header, or None when absent or malformed."""
+    scheme, _, encoded = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
 
 
 class _DropConnectionError(Exception):
@@ -243,6 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.close()
             return
         raw = self._read_body()
+        if path == AUTH_TOKEN_PATH:
+            self._auth_token()
+            return
         if path == "/_emulator/reset":
             with state.lock:
                 state.reset()
@@ -255,9 +301,33 @@ class _Handler(BaseHTTPRequestHandler):
             except (ValueError, TypeError) as exc:
                 self._reply(400, {"error": str(exc)})
                 return
-            self._reply(200, asdict(state.settings))
+            self._reply(200, public_settings(state.settings))
         else:
             self._reply(404, {"error": f"no route {path}"})
+
+    def _auth_token(self) -> None:
+        """Heap's auth endpoint: HTTP Basic ``app_id:api_key`` against ``api_keys``; a token or 401.
+        The body is not read (the reference documents none); nothing is recorded."""
+        state = self.server.state
+        self._count("auth_requests")
+        credentials = _basic_credentials(self.headers.get("Authorization"))
+        with state.lock:
+            expected = state.settings.api_keys.get(credentials[0]) if credentials else None
+        if (
+            credentials is None
+            or expected is None
+            or not hmac.compare_digest(credentials[1].encode(), expected.encode())
+        ):
+            self._count("auth_rejected_401")
+            reason = (
+                "missing or malformed Basic credentials"
+                if credentials is None
+                else "invalid app_id or api_key"
+            )
+            self._reply(401, {"error": reason}, {"WWW-Authenticate": 'Basic realm="heap"'})
+            return
+        self._count("auth_tokens")
+        self._reply(200, {"access_token": secrets.token_urlsafe(32), "expires_in": TOKEN_SECONDS})
 
     def _track(self) -> None:
         state = self.server.state

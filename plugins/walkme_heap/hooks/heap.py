@@ -1,7 +1,8 @@
 """HeapHook: an Airflow connection -> a configured ``HeapClient``.
 
 Connection fields: ``host`` is the base URL (default ``https://heapanalytics.com``; EU customers
-``https://c.eu.heap-api.com``), ``login`` holds the Heap app_id (environment id), ``extra`` may hold
+``https://c.eu.heap-api.com``), ``login`` holds the Heap app_id (environment id), ``password`` an
+optional Heap API key (only the connection test uses it: Heap's track API takes none), ``extra`` may hold
 ``region`` (``us`` / ``eu``, used when host is empty), ``max_batch_events``, ``max_batch_bytes``,
 ``connect_timeout``, ``read_timeout``, ``app_rate_limit`` / ``identity_rate_limit`` (events per
 minute; Heap's 15,000 / 1,000 by default) and ``retry_max_seconds`` (per batch, default 300).
@@ -129,15 +130,20 @@ class HeapHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """Send one canary event: Heap accepts a wrong app_id silently, so this is the only check.
+        """Check the connection, writing into Heap only when nothing else can check it.
 
-        The event is named ``walkme-heap connection test`` for the identity
-        ``walkme-heap-connection-test``; look for it in Heap to confirm the app id.
+        With an API key (the password field): Heap's auth endpoint checks app id and key and nothing
+        is sent. Without one: one canary event, since Heap accepts a wrong app_id silently; it is named
+        ``walkme-heap connection test`` for the identity ``walkme-heap-connection-test``: look for it
+        in Heap to confirm the app id. Neither the key nor Heap's token is logged or returned.
         """
         try:
             client = self.get_conn()
         except HeapConfigError as exc:
             return False, str(exc)
+        api_key = (self._connection().password or "").strip()
+        if api_key:
+            return self._check_api_key(client, api_key)
         sent_at = datetime.now(UTC)
         event = {
             "identity": CANARY_IDENTITY,
@@ -157,6 +163,25 @@ class HeapHook(BaseHook):
             f"Heap accepted the canary event '{CANARY_EVENT}' (identity {CANARY_IDENTITY}) for app "
             f"{client.app_id} at {client.base_url}. Heap accepts unknown app ids silently: find the "
             "event in that Heap environment to confirm the app id."
+        )
+
+    @staticmethod
+    def _check_api_key(client: HeapClient, api_key: str) -> tuple[bool, str]:
+        """The test with an API key: a token request (writes nothing); the client redacts the key."""
+        try:
+            client.check_api_key(api_key)
+        except HeapRequestError as exc:
+            if exc.status in (401, 403):
+                return False, (
+                    f"{exc.message} (HTTP {exc.status}). Nothing was sent. To test a connection whose "
+                    "app id has no API key, clear the API key: the test then sends a canary event."
+                )
+            return False, f"could not check the API key at {client.base_url}: {exc}. Nothing was sent."
+        finally:
+            client.close()
+        return True, (
+            f"app id and API key accepted by Heap; nothing was sent (app {client.app_id} at "
+            f"{client.base_url}; Heap's token was discarded)."
         )
 
     def get_conn(self) -> HeapClient:
