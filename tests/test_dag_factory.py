@@ -107,3 +107,61 @@ def test_rendering_a_run_leaves_the_parsed_dag_as_it_was() -> None:
             source = _rendered(operator, day).source
             assert source.located(source.path) == str(DATA / "e2e" / f"walkme_webhooks_{day}.csv")
     assert task.source.path == template and mapped.partial_kwargs["source"].path == template
+
+
+def test_the_task_that_ends_the_window_declares_the_pipelines_asset() -> None:
+    """One replay task: it has the outlet. Sharded: the day's summary task has it (it runs once every
+    shard is in Heap), the mapped shards have none (Airflow would emit an event per shard)."""
+    from walkme_heap.assets import pipeline_asset
+
+    dags = build_dags(DATA / "e2e" / "pipelines.yaml")
+    plain = dags["walkme_to_heap_e2e"]
+    assert plain.get_task("replay").outlets == [pipeline_asset("e2e", "heap_default")]
+    sharded = dags["walkme_to_heap_e2e_sharded"]
+    assert sharded.get_task("summary").outlets == [pipeline_asset("e2e_sharded")]
+    assert list(sharded.get_task("replay").outlets) == []
+    (outlet,) = plain.get_task("replay").outlets
+    assert (outlet.name, outlet.uri) == ("walkme_heap.e2e", "walkme-heap://heap_default/e2e")
+
+
+def test_the_pipelines_asset_names_its_heap_connection(tmp_path: Path) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text(
+        "pipelines:\n  eu:\n    start_date: 2024-03-10\n    heap_conn_id: heap_eu\n"
+        f"    source: {{path: {tmp_path}/x.csv}}\n"
+    )
+    (outlet,) = build_dags(config)["walkme_to_heap_eu"].get_task("replay").outlets
+    assert outlet.uri == "walkme-heap://heap_eu/eu" and outlet.name == "walkme_heap.eu"
+
+
+def test_downstream_dags_on_the_pipelines_assets_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The downstream example (one DAG per pipeline, scheduled on its asset by name) and the
+    example that replays a pipeline when its upstream export lands parse with the project's DAGs."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import Asset
+
+    monkeypatch.setenv("WALKME_HEAP_CONFIG", str(DATA / "e2e" / "pipelines.yaml"))
+    bag = DagBag(dag_folder=str(DATA / "assets"))
+    assert bag.import_errors == {}
+    downstream = bag.dags["heap_day_e2e"]
+    assert downstream.timetable.asset_condition == Asset.ref(name="walkme_heap.e2e")
+    assert "heap_day_e2e_sharded" in bag.dag_ids
+    examples = DagBag(dag_folder=str(ROOT / "include" / "examples"))
+    assert examples.import_errors == {}
+    assert set(examples.dag_ids) == {"replay_sample_webhooks_on_export"}
+
+
+def test_the_upstream_export_example_triggers_one_replay_per_exported_day() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "replay_on_upstream_export", ROOT / "include" / "examples" / "replay_on_upstream_export.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    extras = [{"day": "2024-03-11"}, {"day": "2024-03-10"}, {"day": "2024-03-11"}, {"rows": 3}]
+    assert example.replay_requests(extras) == [
+        {"trigger_run_id": "export__2024-03-10", "conf": {"start": "2024-03-10", "end": "2024-03-11"}},
+        {"trigger_run_id": "export__2024-03-11", "conf": {"start": "2024-03-11", "end": "2024-03-12"}},
+    ]

@@ -32,3 +32,15 @@ def test_summary_names_the_heap_app_its_already_sent_refers_to() -> None:
     assert "Heap app" in a.table() and "1234567890" in a.table()
     unknown = ReplaySummary("p", DAY.as_dict(), dry_run=True)
     assert "any (no app id given)" in unknown.table()
+
+
+def test_the_newest_event_heap_acknowledged_survives_xcom_and_is_the_days_newest_over_shards() -> None:
+    """Not a count (outside the reconciliation): the freshness of Heap's data, behind the lag metric."""
+    a = ReplaySummary("p", DAY.as_dict(), read=1, sent=1, newest_sent="2024-03-10T08:00:00.000+00:00")
+    b = ReplaySummary("p", DAY.as_dict(), read=1, sent=1, newest_sent="2024-03-10T21:30:00.000+00:00")
+    c = ReplaySummary("p", DAY.as_dict(), read=1, already_sent=1)  # nothing acknowledged in this run
+    assert ReplaySummary.from_dict(b.as_dict()) == b
+    assert ReplaySummary.from_dict({k: v for k, v in c.as_dict().items() if k != "newest_sent"}) == c
+    total = ReplaySummary.combine([a, b, c])
+    assert (total.newest_sent, total.unaccounted) == ("2024-03-10T21:30:00.000+00:00", 0)
+    assert ReplaySummary.combine([c]).newest_sent is None

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, conf
 
+from walkme_heap.assets import pipeline_asset
 from walkme_heap.config import ConfigError, Pipeline, load_pipelines
 from walkme_heap.operators.replay import WalkMeToHeapOperator
 from walkme_heap.operators.sensor import WalkMeExportSensor
@@ -110,8 +111,10 @@ def build_dag(pipeline: Pipeline) -> DAG:
                 timeout=pipeline.source.wait_timeout_seconds,
                 retries=0,  # its timeout is the answer: fail loudly, do not wait all over again
             )
+        # "The window is in Heap": the outlet of the task that ends the window (see assets.py).
+        in_heap = pipeline_asset(pipeline.name, pipeline.heap_conn_id)
         if pipeline.shards == 1:
-            replay = WalkMeToHeapOperator(**arguments)
+            replay = WalkMeToHeapOperator(**arguments, outlets=[in_heap])
             if wait is not None:
                 wait >> replay
         else:
@@ -128,10 +131,14 @@ def build_dag(pipeline: Pipeline) -> DAG:
                 summaries=shards.output,
                 shards=pipeline.shards,
                 max_invalid_ratio=pipeline.max_invalid_ratio,
+                outlets=[in_heap],
             )
     return dag
 
 
 def build_dags(path: Path | str | None = None) -> dict[str, DAG]:
-    """Every configured pipeline's DAG, keyed by dag_id (for a DAG file's ``globals()``)."""
-    return {p.dag_id: build_dag(p) for p in load_pipelines(path)}
+    """Every configured pipeline's DAG, keyed by dag_id (for a DAG file's ``globals()``). Without
+    ``path``: ``config.config_path``, ``pipelines.yaml`` in Airflow's DAGs folder for an installed
+    package."""
+    dags_folder = conf.get("core", "dags_folder", fallback=None)
+    return {p.dag_id: build_dag(p) for p in load_pipelines(path, dags_folder=dags_folder)}

@@ -1,5 +1,6 @@
-"""Airflow provider metadata: the integration, its hooks, operators, sensor, extra link and plugin,
-and the "Heap" connection type with labelled form fields.
+"""Airflow provider metadata: the integration, its hooks, operators, sensor, extra link, plugin and
+asset URI scheme (``walkme-heap://``, see ``assets.py``), and the "Heap" connection type with
+labelled form fields.
 
 Installed through the ``apache_airflow_provider`` entry point (pyproject.toml). Since Airflow 3.2
 the form is declared as data (``conn-fields``, ``ui-field-behaviour``), not as Python widgets.
@@ -60,6 +61,7 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "Heap", "python-modules": ["walkme_heap.operators.sensor"]}],
         "extra-links": ["walkme_heap.links.ReplayReportLink"],
         "plugins": [{"name": "walkme_heap", "plugin-class": "walkme_heap.airflow_plugin.WalkMeHeapPlugin"}],
+        "asset-uris": [{"schemes": ["walkme-heap"], "handler": "walkme_heap.assets.sanitize_uri"}],
         "connection-types": [
             {
                 "hook-class-name": "walkme_heap.hooks.heap.HeapHook",

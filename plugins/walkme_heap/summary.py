@@ -39,6 +39,9 @@ class ReplaySummary:
     # The Heap app sent to, whose acknowledgements "already sent" counts (acknowledgements are per
     # app); None in a dry run that knows no app: then any app's. An app id, not personal data.
     app_id: str | None = None
+    # The newest event time Heap acknowledged in the run (ISO text as sent, ``format_ms``): how
+    # fresh Heap's data is (the lag metric). Not a count: outside the reconciliation.
+    newest_sent: str | None = None
 
     @property
     def total_invalid(self) -> int:
@@ -98,6 +101,7 @@ class ReplaySummary:
             "dead_letters": self.dead_letters,
             "shard": self.shard,
             "app_id": self.app_id,
+            "newest_sent": self.newest_sent,
         }
 
     @classmethod
@@ -137,6 +141,7 @@ class ReplaySummary:
             dead_letters=data.get("dead_letters"),
             shard=data.get("shard"),
             app_id=data.get("app_id"),
+            newest_sent=data.get("newest_sent"),
         )
 
     @classmethod
@@ -171,6 +176,7 @@ class ReplaySummary:
         total.dead_letters = "; ".join(letters) or None
         total.shard = f"{len(parts)} shards"
         total.app_id = ", ".join(sorted({p.app_id for p in parts if p.app_id})) or None
+        total.newest_sent = max((p.newest_sent for p in parts if p.newest_sent), default=None)
         return total
 
     def table(self) -> str:

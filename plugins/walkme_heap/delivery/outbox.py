@@ -104,6 +104,9 @@ class Outbox:
         self.record(batch)  # in the ledger: sent, whatever fails next
         self.summary.sent += len(batch)
         self.summary.batches += 1
+        newest = max((t for e in batch.events if (t := e.get("timestamp")) is not None), default=None)
+        if newest is not None and (self.summary.newest_sent is None or newest > self.summary.newest_sent):
+            self.summary.newest_sent = newest  # ISO text of one format: compared as text
         self._in_hand -= len(batch)
         self._throttled_since, self._throttled_in_a_row = None, 0
         self.pacer.acknowledged(batch.events)

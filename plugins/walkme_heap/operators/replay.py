@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.observability import stats
 
 from walkme_heap.config import (
     DEFAULT_HEAP_CONN_ID,
@@ -29,6 +30,9 @@ from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.links import ReplayReportLink
 from walkme_heap.mapping.columns import MissingColumnsError
 from walkme_heap.mapping.spec import MappingSpec
+from walkme_heap.metrics import emit as emit_metrics
+from walkme_heap.operators.lineage import ReplayRecord, replay_lineage
+from walkme_heap.operators.outlets import announce
 from walkme_heap.replay import DeliveryError, ReplayOptions, TooManyInvalid, late_hint, replay
 from walkme_heap.run_params import row_limit, truthy
 from walkme_heap.sharding import Shard
@@ -39,6 +43,7 @@ from walkme_heap.summary import ReplaySummary
 from walkme_heap.window import Window, resolve_window
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -53,9 +58,12 @@ class WalkMeToHeapOperator(BaseOperator):
 
     The window is ``[start, end)`` from the run's ``start`` / ``end`` params when set (a UI run),
     else the run's data interval. Returns a small summary dict (XCom): rows read, events sent,
-    invalid and skipped rows by reason, batches, seconds. Configuration problems (the window, the
+    invalid and skipped rows by reason, batches, seconds; the counts also go to Airflow's metrics
+    when ``[metrics]`` turns them on (``walkme_heap.metrics``). Configuration problems (the window, the
     source, missing columns, too many invalid rows) fail the task without Airflow retries; a day
-    whose file is missing and Heap not acknowledging are retried.
+    whose file is missing and Heap not acknowledging are retried. With an asset outlet (the DAG
+    factory's), its event says the window is in Heap; a dry or trial run ends skipped instead (no
+    event; see ``operators.outlets``). OpenLineage: ``get_openlineage_facets_on_complete``.
 
     :param pipeline: the pipeline's name, used in messages and the summary.
     :param source: where rows come from: a ``SourceSpec`` (the DAG factory passes the parsed
@@ -222,6 +230,7 @@ class WalkMeToHeapOperator(BaseOperator):
             source = open_source(source_spec, window, connections, accepted=options.accepted(window))
         except SourceError as exc:
             raise AirflowFailException(f"{where}: {exc}; nothing was sent") from None
+        self._lineage = ReplayRecord(source_spec, source)  # what lineage reports when the task ends
         ledger = self._ledger(connections)
         client = None
         try:
@@ -245,6 +254,9 @@ class WalkMeToHeapOperator(BaseOperator):
                 work_dir=work_dir,
             )
         except (SourceError, MissingColumnsError, TooManyInvalid, DeliveryError) as exc:
+            self._lineage.summary = getattr(exc, "summary", None)  # what reached Heap before it
+            if isinstance(exc, (TooManyInvalid, DeliveryError)):  # stopped with counts: metrics too
+                emit_metrics(exc.summary, stats)
             raise self._failure(where, exc, window) from None
         finally:
             if client is not None:
@@ -252,7 +264,20 @@ class WalkMeToHeapOperator(BaseOperator):
             ledger.close()
         self.log.info("%s: replay finished\n%s", where, summary.table())
         self._warn_late(where, summary, window)
+        emit_metrics(summary, stats)  # through Airflow's Stats when [metrics] is on; never fails the task
+        self._lineage.summary = summary
+        announce(self, context, summary, options.row_limit)  # its asset event, or skipped: not in Heap
         return summary.as_dict()
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage (the provider's listener calls it after ``execute``, in the task's process):
+        inputs the window's files or the SQL source's tables, output the Heap app with the count of
+        events sent (see ``operators.lineage``). Only the provider calls it: it needs the provider."""
+        return replay_lineage(getattr(self, "_lineage", None), self.heap_conn_id, self.log)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage for a failed try: what it read, and what reached Heap before it stopped."""
+        return replay_lineage(getattr(self, "_lineage", None), self.heap_conn_id, self.log)
 
     def _warn_late(self, where: str, summary: ReplaySummary, window: Window) -> None:
         """Events later than the lateness are dead-lettered: say so, with the run that sends them."""

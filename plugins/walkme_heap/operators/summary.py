@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from walkme_heap.operators.outlets import announce
 from walkme_heap.replay import late_hint, too_many_invalid
+from walkme_heap.run_params import row_limit
 from walkme_heap.summary import ReplaySummary
 from walkme_heap.window import Window
 
@@ -24,6 +26,9 @@ class ReplaySummaryOperator(BaseOperator):
     sent, already sent, skipped, invalid or rejected), or more of the day's rows than
     ``max_invalid_ratio`` were invalid or rejected (judged here, on the day: a shard holds all the
     rows without an identity, so its own share says nothing). Returns the day's summary (XCom).
+    Sends no metrics: each shard's task sent its own counts, which the metrics backend adds up.
+    With an asset outlet (the DAG factory's), its event says the day is in Heap; a dry or trial run
+    ends skipped instead (no event; see ``operators.outlets``).
 
     :param pipeline: the pipeline's name, for messages.
     :param summaries: the shards' summaries: the mapped replay task's output (``replay.output``),
@@ -68,4 +73,6 @@ class ReplaySummaryOperator(BaseOperator):
         message = too_many_invalid(total, self.max_invalid_ratio, ", ".join(letters) or None)
         if message:
             raise AirflowFailException(f"{where}: {message}")
+        limit = row_limit((context.get("params") or {}).get("limit"))
+        announce(self, context, total, limit, parts)  # the day's asset event, or skipped: not in Heap
         return total.as_dict()

@@ -88,6 +88,7 @@ class FileSource:
         self.rechecks: list[tuple[str, Window]] = []
         self.recovered: list[str] = []
         self.origin_windows: dict[str, Window] = {}
+        self.found: list[str] = []  # what ``origins`` last listed (the run's lineage reports them)
         self._bytes_read = 0
 
     def recheck(self, files: list[tuple[str, Window]]) -> None:
@@ -133,6 +134,7 @@ class FileSource:
                         self.origin_windows[match] = part
                         found.append(match)
         self._total_bytes = total
+        self.found = found
         return found
 
     def _present(self, url: str) -> tuple[list[str], int, int]:

@@ -146,6 +146,7 @@ class SqlSource:
         label: str = "sql",
     ) -> None:
         start, end = bound_values(window, time_type)
+        self.query = query  # with its :window_start / :window_end markers (lineage parses it)
         self.sql, self.params = bind(query, placeholder, start, end)
         self.connect = connect
         self.payload_column = payload_column
