@@ -29,7 +29,7 @@ os.environ.pop("WALKME_HEAP_CONFIG", None)
 os.environ.pop("WALKME_HEAP_HOME", None)
 os.environ.pop("AIRFLOW_CONN_HEAP_DEFAULT", None)
 
-from tests.helpers import postgres_ledger  # noqa: E402
+from tests.helpers import mariadb_ledger, postgres_ledger  # noqa: E402
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator  # noqa: E402
 from walkme_heap.ledger import Ledger  # noqa: E402
 
@@ -66,15 +66,20 @@ def heap_connection(emulator: HeapEmulator, monkeypatch: pytest.MonkeyPatch, tmp
     return emulator
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    """A ledger in SQLite, then in PostgreSQL (which skips without a server, unless CI=true)."""
-    store = Ledger.sqlite(str(tmp_path / "ledger.db")) if request.param == "sqlite" else postgres_ledger()
+    """A ledger in SQLite, then in PostgreSQL, then in MariaDB (a server that is not there skips,
+    unless CI=true)."""
+    if request.param == "sqlite":
+        store = Ledger.sqlite(str(tmp_path / "ledger.db"))
+    else:
+        store = postgres_ledger() if request.param == "postgres" else mariadb_ledger()
     yield store
     store.close()
 
 
 @pytest.fixture
 def pipeline() -> str:
-    """A pipeline name of its own: tests sharing the PostgreSQL ledger do not see each other."""
+    """A pipeline name of its own: tests sharing the PostgreSQL or MariaDB ledger do not see each
+    other."""
     return f"test_{uuid.uuid4().hex[:10]}"

@@ -1,5 +1,5 @@
-"""What several test modules share: the test day's export, the emulator's state, PostgreSQL, the
-ledger's records, a fake clock. Fixtures live in conftest.py; nothing here starts anything."""
+"""What several test modules share: the test day's export, the emulator's state, PostgreSQL and
+MariaDB, the ledger's records, a fake clock. Fixtures live in conftest.py; nothing here starts anything."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import csv
 import json
 import os
 import socket
+import sqlite3
 import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,10 @@ from walkme_heap.window import Window
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+# The local MariaDB (also MySQL's place in the tests), through PyMySQL: pure Python, so a fresh
+# machine needs no MySQL client headers (the MySQL provider's mysqlclient builds against them).
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "database": "test"}
+MARIADB_URI = "mysql://root@127.0.0.1:3306/test"
 
 # -- the test day: a CSV export of webhook payloads ----------------------------------------------------
 DAY = Window(datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 11, tzinfo=UTC))
@@ -214,6 +222,32 @@ def postgres_ledger() -> Ledger:
     return Ledger(lambda: psycopg.connect(PG_DSN), "%s")
 
 
+# -- MariaDB --------------------------------------------------------------------------------------------
+def mariadb_connect(database: str = MARIADB["database"]) -> Any:
+    """A new PyMySQL connection to the local server (no skip: for a ledger's ``connect``)."""
+    import pymysql
+
+    return pymysql.connect(**{**MARIADB, "database": database}, connect_timeout=3)
+
+
+def mariadb_connection() -> Any:
+    """A connection to the local MariaDB; skip without one, unless CI requires it."""
+    import pymysql
+
+    try:
+        return mariadb_connect()
+    except pymysql.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"MariaDB must be reachable under CI=true: {exc}")
+        pytest.skip(f"no MariaDB at 127.0.0.1:3306: {exc}")
+
+
+def mariadb_ledger(**options: Any) -> Ledger:
+    """A ledger in the local MariaDB (skips without a server, unless CI requires it)."""
+    mariadb_connection().close()
+    return Ledger(mariadb_connect, "%s", **options)
+
+
 def load_postgres(rows: list[dict[str, Any]], table: str) -> None:
     """A timestamptz time column and a JSONB payload, loaded with COPY."""
     with postgres_connection() as db, db.cursor() as cur:
@@ -224,6 +258,72 @@ def load_postgres(rows: list[dict[str, Any]], table: str) -> None:
                 ms = created_ms(r)
                 when = datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
                 copy.write_row((when, json.dumps(r, ensure_ascii=False)))
+
+
+# -- a database of a test's own ------------------------------------------------------------------------
+DATABASE_KINDS = ["sqlite", "postgres", "mariadb"]
+
+
+@contextmanager
+def scratch_database(kind: str, tmp_path: Path) -> Iterator[tuple[Callable[[], Any], str]]:
+    """(connect, placeholder) of an empty database of ``kind`` (a SQLite file, or a new database on
+    the local PostgreSQL or MariaDB, dropped afterwards; those skip without a server unless CI=true)."""
+    if kind == "sqlite":
+        path = tmp_path / f"scratch-{uuid.uuid4().hex[:8]}.db"
+        yield (lambda: sqlite3.connect(path, timeout=30)), "?"
+        return
+    name = f"walkme_heap_scratch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    if kind == "postgres":
+        import psycopg
+
+        postgres_connection().close()
+        admin_dsn = PG_DSN.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield (lambda: psycopg.connect(f"{admin_dsn.rsplit('/', 1)[0]}/{name}")), "%s"
+        finally:
+            with psycopg.connect(admin_dsn, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        return
+    admin = mariadb_connection()
+    try:
+        admin.cursor().execute(f"CREATE DATABASE {name}")
+        yield (lambda: mariadb_connect(name)), "%s"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
+
+
+def ledger_schema(connect: Callable[[], Any]) -> dict[str, tuple[set[str], set[str]]]:
+    """The ledger's tables in a database, as it holds them: name -> (columns, index names)."""
+    import sqlalchemy as sa
+
+    from walkme_heap.ledger.database import dialect_of
+
+    probe = connect()
+    url = f"{dialect_of(probe).sqlalchemy}://"
+    probe.close()
+    engine = sa.create_engine(url, creator=connect, poolclass=sa.pool.NullPool)
+    try:
+        inspector = sa.inspect(engine)
+        return {
+            name: (
+                {c["name"] for c in inspector.get_columns(name)},
+                {str(i["name"]) for i in inspector.get_indexes(name)},
+            )
+            for name in inspector.get_table_names()
+            if name.startswith("walkme_heap_")
+        }
+    finally:
+        engine.dispose()
+
+
+def declared_schema() -> dict[str, tuple[set[str], set[str]]]:
+    """The ledger's tables as this version declares them: name -> (columns, index names)."""
+    from walkme_heap.ledger import TABLES
+
+    return {t.name: ({c.name for c in t.columns}, {str(i.name) for i in t.indexes}) for t in TABLES}
 
 
 # -- what the product keeps, read the way a test wants it -----------------------------------------------

@@ -1,11 +1,11 @@
 """A replay in its own process, for the SIGKILL test: argv = csv, emulator url, ledger kind
-(sqlite|postgres), sqlite path, pipeline, dead-letter location."""
+(sqlite|postgres|mysql), sqlite path, pipeline, dead-letter location."""
 
 from __future__ import annotations
 
 import sys
 
-from tests.helpers import DAY, PG_DSN, SPEC
+from tests.helpers import DAY, PG_DSN, SPEC, mariadb_connect
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.ledger import Ledger
@@ -17,6 +17,8 @@ if kind == "postgres":
     import psycopg
 
     ledger = Ledger(lambda: psycopg.connect(PG_DSN), "%s")
+elif kind == "mysql":
+    ledger = Ledger(mariadb_connect, "%s")
 else:
     ledger = Ledger.sqlite(sqlite_path)
 replay(

@@ -4,9 +4,7 @@ holds and takes the new columns."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import DAY, postgres_connection
+from tests.helpers import DATABASE_KINDS, DAY, declared_schema, ledger_schema, scratch_database
 from walkme_heap.ledger import Ledger
 
 KEYS = ["wmh1-5a6769b33b471622e3d23590eaeff4bd", "wmh1-cbdbf71c3ccfa9407a34361381f1a79e"]
@@ -60,75 +58,47 @@ def test_acknowledgements_are_per_heap_app(tmp_path: Path) -> None:
 
 
 # What the first version of the ledger created (walkme-heap c6e80b4): no app_id or acked_epoch in
-# the acknowledgements, no shard in the runs, no budget table.
-VERSION_1 = {
-    "sqlite": [
-        "CREATE TABLE walkme_heap_acks (id INTEGER PRIMARY KEY AUTOINCREMENT, pipeline VARCHAR(250) "
-        "NOT NULL, day VARCHAR(10) NOT NULL, run_id VARCHAR(250), acked_at VARCHAR(40) NOT NULL, "
-        "events INTEGER NOT NULL, hashes BLOB NOT NULL)",
-        "CREATE INDEX walkme_heap_acks_pipeline_day ON walkme_heap_acks (pipeline, day)",
-    ],
-    "postgres": [
-        "CREATE TABLE walkme_heap_acks (id BIGSERIAL PRIMARY KEY, pipeline VARCHAR(250) NOT NULL, "
-        "day VARCHAR(10) NOT NULL, run_id VARCHAR(250), acked_at VARCHAR(40) NOT NULL, "
-        "events INTEGER NOT NULL, hashes BYTEA NOT NULL)",
-        "CREATE INDEX walkme_heap_acks_pipeline_day ON walkme_heap_acks (pipeline, day)",
-    ],
-}
-RUNS_V1 = (
+# the acknowledgements, no shard in the runs, no budget table. No version before SQLAlchemy's schema
+# could create a ledger on MariaDB; the same tables in its types check the upgrade all the same.
+VERSION_1 = [
+    "CREATE TABLE walkme_heap_acks (id {serial}, pipeline VARCHAR(250) NOT NULL, day VARCHAR(10) NOT NULL, "
+    "run_id VARCHAR(250), acked_at VARCHAR(40) NOT NULL, events INTEGER NOT NULL, hashes {blob} NOT NULL)",
+    "CREATE INDEX walkme_heap_acks_pipeline_day ON walkme_heap_acks (pipeline, day)",
     "CREATE TABLE walkme_heap_runs (id {serial}, pipeline VARCHAR(250) NOT NULL, "
     "window_label VARCHAR(80) NOT NULL, window_start VARCHAR(40) NOT NULL, "
     "window_end VARCHAR(40) NOT NULL, run_id VARCHAR(250), status VARCHAR(20) NOT NULL, "
     "started_at VARCHAR(40) NOT NULL, finished_at VARCHAR(40), read_rows INTEGER, "
     "sent INTEGER, already_sent INTEGER, invalid INTEGER, rejected INTEGER, "
-    "skipped INTEGER, dead_letters VARCHAR(1000), message VARCHAR(2000))"
-)
-SERIAL = {"sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT", "postgres": "BIGSERIAL PRIMARY KEY"}
+    "skipped INTEGER, dead_letters VARCHAR(1000), message VARCHAR(2000))",
+]
+TYPES = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB"},
+    "postgres": {"serial": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"},
+    "mariadb": {"serial": "BIGINT AUTO_INCREMENT PRIMARY KEY", "blob": "BLOB"},
+}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def old_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    """(kind, connect) of a database holding a version-1 ledger with one acknowledged batch."""
+@pytest.fixture(params=DATABASE_KINDS)
+def old_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Callable[[], Any], str]]:
+    """(connect, placeholder) of a database holding a version-1 ledger with one acknowledged batch."""
     kind = request.param
-    if kind == "sqlite":
-        path = tmp_path / "old.db"
-
-        def connect() -> Any:
-            return sqlite3.connect(path)
-
-        marker = "?"
-    else:
-        import psycopg
-
-        postgres_connection().close()  # skips (or fails under CI=true) without a server
-        name = f"walkme_heap_old_{os.getpid()}"
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name}")
-            admin.execute(f"CREATE DATABASE {name}")
-
-        def connect() -> Any:
-            return psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}")
-
-        marker = "%s"
-    db = connect()
-    for statement in [*VERSION_1[kind], RUNS_V1.format(serial=SERIAL[kind])]:
-        db.cursor().execute(statement)
-    values = ", ".join([marker] * 6)
-    db.cursor().execute(
-        f"INSERT INTO walkme_heap_acks (pipeline, day, run_id, acked_at, events, hashes) VALUES ({values})",
-        ["p", "2024-03-10", "old-run", datetime(2024, 3, 11, tzinfo=UTC).isoformat(), 2, GOLDEN_BLOB],
-    )
-    db.commit()
-    db.close()
-    yield kind, connect
-    if kind == "postgres":
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(kind, tmp_path) as (connect, marker):
+        db = connect()
+        for statement in VERSION_1:
+            db.cursor().execute(statement.format(**TYPES[kind]))
+        columns, values = "pipeline, day, run_id, acked_at, events, hashes", ", ".join([marker] * 6)
+        db.cursor().execute(
+            f"INSERT INTO walkme_heap_acks ({columns}) VALUES ({values})",
+            ["p", "2024-03-10", "old-run", datetime(2024, 3, 11, tzinfo=UTC).isoformat(), 2, GOLDEN_BLOB],
+        )
+        db.commit()
+        db.close()
+        yield connect, marker
 
 
 def test_a_ledger_of_an_older_version_opens_and_keeps_what_it_holds(old_ledger) -> None:
-    kind, connect = old_ledger
-    ledger = Ledger(connect, "?" if kind == "sqlite" else "%s")
+    connect, placeholder = old_ledger
+    ledger = Ledger(connect, placeholder)
     try:
         # What the old version acknowledged still counts, and for every app (it did not say which
         # app acknowledged it): nothing of that day is sent again, into any app, without force.
@@ -147,3 +117,5 @@ def test_a_ledger_of_an_older_version_opens_and_keeps_what_it_holds(old_ledger) 
         assert ledger.budget.reserve("app", "h", 5, 10, window=60.0, in_flight=1.0)[0] == 5
     finally:
         ledger.close()
+    # What later versions added is there as the current version declares it: columns and indexes.
+    assert ledger_schema(connect) == declared_schema()

@@ -1,6 +1,7 @@
 """The stored half of an app's shared rate budget: reservations that any number of processes make
-at once never add up to more than the limit, a dead run's reservation holds until it expires, and
-long-expired ones are removed."""
+at once never add up to more than the limit (SQLite, PostgreSQL and MariaDB, each worker with a
+session of its own), a dead run's reservation holds until it expires, and long-expired ones are
+removed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FakeClock, budget_used, postgres_ledger
+from tests.helpers import FakeClock, budget_used, mariadb_ledger, postgres_ledger
 from walkme_heap.ledger import Ledger
 from walkme_heap.ledger.budget import TABLE
 
@@ -19,11 +20,12 @@ def _ledger_factory(kind: str, tmp_path: Path):
     if kind == "sqlite":
         path = str(tmp_path / "ledger.db")
         return lambda: Ledger.sqlite(path)
-    postgres_ledger().close()  # skips (or fails under CI=true) without a server
-    return postgres_ledger
+    make = postgres_ledger if kind == "postgres" else mariadb_ledger
+    make().close()  # skips (or fails under CI=true) without a server
+    return make
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "mariadb"])
 def test_concurrent_reservations_never_exceed_the_limit(kind: str, tmp_path: Path) -> None:
     """Six workers, each with its own connection, reserve as fast as they can for ~4 windows:
     in no sliding window do the grants add up to more than the limit, and the budget is used."""

@@ -10,21 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DAY, PG_DSN, FakeClock, postgres_connection, run_records
+from tests.helpers import DAY, PG_DSN, FakeClock, mariadb_ledger, postgres_connection, run_records
 from walkme_heap.ledger import Ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def clocked(
     request: pytest.FixtureRequest, tmp_path: Path, pipeline: str
 ) -> Iterator[tuple[Ledger, FakeClock]]:
-    """A ledger (SQLite, then the shared PostgreSQL) whose records are stamped by a made-up clock far
-    in the future, so that replays of other tests, which abandon stale records by the real clock,
-    leave this test's records alone; they are deleted at the end."""
+    """A ledger (SQLite, then the shared PostgreSQL, then the shared MariaDB) whose records are
+    stamped by a made-up clock far in the future, so that replays of other tests, which abandon
+    stale records by the real clock, leave this test's records alone; they are deleted at the end."""
     clock = FakeClock(epoch=4_000_000_000.0)
     if request.param == "sqlite":
         store = Ledger.sqlite(str(tmp_path / "ledger.db"), clock=clock.time)
+    elif request.param == "mariadb":
+        store = mariadb_ledger(clock=clock.time)
     else:
         import psycopg
 

@@ -1,4 +1,5 @@
-"""The ledger: what Heap acknowledged, which runs ran, and the apps' shared rate budgets, in SQL.
+"""The ledger: what Heap acknowledged, which runs ran, and the apps' shared rate budgets, in SQL
+(SQLite, PostgreSQL or MySQL/MariaDB).
 
 Three stores over one database (``database.py``), a module each:
 
@@ -28,15 +29,17 @@ from walkme_heap.ledger.database import LedgerDatabase
 from walkme_heap.ledger.runs import RunRecords
 
 log = logging.getLogger(__name__)
-TABLES = (acks.TABLE, runs.TABLE, budget.TABLE)
+TABLES = (acks.TABLE, runs.TABLE, budget.TABLE, budget.LOCKS)
 
 
 class Ledger:
-    """The three stores over one DB-API connection (``connect``, the driver's placeholder).
+    """The three stores over one DB-API connection (``connect``, the driver's placeholder) to SQLite,
+    PostgreSQL or MySQL/MariaDB.
 
-    ``clock`` is the wall clock the stores stamp with (PostgreSQL's budget uses the database's).
-    ``description`` says which database this is, for logs and the report; ``location`` tells two
-    ledgers apart (a connection id, or a SQLite file's path).
+    ``clock`` is the wall clock the stores stamp with (the budget on PostgreSQL and MySQL uses the
+    database's). ``description`` says which database this is, for logs and the report; ``location``
+    tells two ledgers apart (a connection id, or a SQLite file's path). ``dialect`` (``sqlite``,
+    ``postgres``, ``mysql``) only for a connection whose driver module does not tell it (a wrapper).
     """
 
     def __init__(
@@ -47,8 +50,9 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         description: str = "",
         location: str = "",
+        dialect: str | None = None,
     ) -> None:
-        self.database = LedgerDatabase(connect, placeholder, TABLES)
+        self.database = LedgerDatabase(connect, placeholder, TABLES, dialect)
         self.acks = Acknowledgements(self.database, clock)
         self.runs = RunRecords(self.database, clock)
         self.budget = Reservations(self.database, clock)

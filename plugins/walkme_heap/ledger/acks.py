@@ -19,28 +19,29 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
-from walkme_heap.ledger.database import LedgerDatabase, Table
+from walkme_heap.ledger.database import METADATA, TABLE_OPTIONS, LedgerDatabase, big_binary, serial_id
 from walkme_heap.mapping.keys import key_hashes
 
-TABLE = Table(
+TABLE = sa.Table(
     "walkme_heap_acks",
-    columns=(
-        "id {serial}",
-        "pipeline VARCHAR(250) NOT NULL",
-        "day VARCHAR(10) NOT NULL",
-        "run_id VARCHAR(250)",
-        "app_id VARCHAR(250)",
-        "acked_at VARCHAR(40) NOT NULL",
-        "acked_epoch {real}",
-        "events INTEGER NOT NULL",
-        "hashes {blob} NOT NULL",
-        # events of the row older than the sending run's window: late arrivals (the report's
-        # per-day view); NULL in rows of versions that did not count them
-        "late_events INTEGER",
-    ),
-    indexes=(("pipeline_day", "pipeline, day"), ("app_time", "app_id, acked_epoch")),
-    added_columns=("app_id", "acked_epoch", "late_events"),
+    METADATA,
+    serial_id(),
+    sa.Column("pipeline", sa.String(250), nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("app_id", sa.String(250)),  # added by a later version, as are acked_epoch and late_events
+    sa.Column("acked_at", sa.String(40), nullable=False),
+    sa.Column("acked_epoch", sa.Double()),
+    sa.Column("events", sa.Integer(), nullable=False),
+    sa.Column("hashes", big_binary(), nullable=False),
+    # events of the row older than the sending run's window: late arrivals (the report's per-day
+    # view); NULL in rows of versions that did not count them
+    sa.Column("late_events", sa.Integer()),
+    sa.Index("walkme_heap_acks_pipeline_day", "pipeline", "day"),
+    sa.Index("walkme_heap_acks_app_time", "app_id", "acked_epoch"),
+    **TABLE_OPTIONS,
 )
 
 

@@ -1,9 +1,10 @@
 """The stored half of a Heap app's shared rate budget: reservations, one row per batch being sent.
 
 Every run into an app (any pipeline, day, shard or retry, on any worker) reserves the events it is
-about to send here, atomically (PostgreSQL: an advisory lock per app; SQLite: an immediate
-transaction), so together they never exceed the app's limit. ``delivery/budget.py`` is the other
-half: the interface the pacer uses and the choice between the ways a budget is kept.
+about to send here, atomically (PostgreSQL: an advisory lock per app; MySQL/MariaDB: a locked row
+per app; SQLite: an immediate transaction), so together they never exceed the app's limit.
+``delivery/budget.py`` is the other half: the interface the pacer uses and the choice between the
+ways a budget is kept.
 
 A reservation also holds how many of its events each identity has (``identities``: 64-bit hashes of
 the identities, never the identities themselves, with counts), so every run paces each identity to
@@ -19,23 +20,32 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
-from walkme_heap.ledger.database import LedgerDatabase, Table
+from walkme_heap.ledger.database import METADATA, TABLE_OPTIONS, LedgerDatabase, big_binary, serial_id
 
-TABLE = Table(
+TABLE = sa.Table(
     "walkme_heap_budget",
-    columns=(
-        "id {serial}",
-        "app_id VARCHAR(250) NOT NULL",
-        "holder VARCHAR(250)",
-        "events INTEGER NOT NULL",
-        "stamp_epoch {real} NOT NULL",
-        "identities {blob}",
-    ),
-    indexes=(("app_stamp", "app_id, stamp_epoch"),),
-    added_columns=("identities",),
+    METADATA,
+    serial_id(),
+    sa.Column("app_id", sa.String(250), nullable=False),
+    sa.Column("holder", sa.String(250)),
+    sa.Column("events", sa.Integer(), nullable=False),
+    sa.Column("stamp_epoch", sa.Double(), nullable=False),
+    sa.Column("identities", big_binary()),  # added by a later version
+    sa.Index("walkme_heap_budget_app_stamp", "app_id", "stamp_epoch"),
+    **TABLE_OPTIONS,
 )
-_SERIALISABLE = ("postgres", "sqlite")
+# One row per app, locked (SELECT ... FOR UPDATE) by a reservation on MySQL/MariaDB, which have no
+# transaction-scoped advisory lock: the row lock is released by the commit or rollback, or when the
+# session dies, as PostgreSQL's pg_advisory_xact_lock is. Unused (empty) on the other databases.
+LOCKS = sa.Table(
+    "walkme_heap_budget_locks",
+    METADATA,
+    sa.Column("app_id", sa.String(250), primary_key=True),
+    **TABLE_OPTIONS,
+)
+_SERIALISABLE = ("postgres", "sqlite", "mysql")
 
 # identity hash -> [(seconds until those events leave the window, events)]
 IdentityWindows = dict[int, list[tuple[float, int]]]
@@ -57,7 +67,8 @@ def decode_identities(blob: bytes) -> dict[int, int]:
 
 
 class Reservations:
-    """The budget table. ``clock`` is SQLite's time (PostgreSQL's clock is the database's own)."""
+    """The budget table. ``clock`` is SQLite's time (PostgreSQL and MySQL use the database's own, one
+    clock for every worker)."""
 
     def __init__(self, database: LedgerDatabase, clock: Callable[[], float] = time.time) -> None:
         self.database = database
@@ -65,22 +76,39 @@ class Reservations:
 
     @property
     def serialisable(self) -> bool:
-        """Whether this database can serialise reservations (PostgreSQL and SQLite can)."""
+        """Whether this database can serialise reservations (PostgreSQL, SQLite and MySQL can)."""
         return self.database.dialect.name in _SERIALISABLE
 
     def _lock_app(self, app_id: str) -> float:
         """Begin a transaction that holds the app's budget alone; return the database's clock."""
         database = self.database
-        if database.dialect.name == "postgres":
+        dialect = database.dialect
+        if dialect.name == "postgres":
             cursor = database.execute(
-                "SELECT pg_advisory_xact_lock(?), extract(epoch from clock_timestamp())",
+                f"SELECT pg_advisory_xact_lock(?), {dialect.now}",
                 [zlib.crc32(f"walkme_heap_budget:{app_id}".encode())],
             )
             return float(cursor.fetchone()[1])
+        if dialect.name == "mysql":
+            self._lock_row(app_id)
+            return float(database.execute(f"SELECT {dialect.now}").fetchone()[0])  # after the wait
         if database.connection.in_transaction:
             database.connection.commit()
         database.connection.execute("BEGIN IMMEDIATE")  # SQLite: one writer at a time, readers wait
         return self.clock()
+
+    def _lock_row(self, app_id: str) -> None:
+        """MySQL/MariaDB: lock the app's row of the locks table until this transaction ends (another
+        reservation into the app waits here). The row is made, in a transaction of its own, the
+        first time an app reserves: locking a row that is not there would lock nothing, and an
+        INSERT in this transaction would share the lock with another first one, then deadlock."""
+        database = self.database
+        locking = f"SELECT app_id FROM {LOCKS.name} WHERE app_id = ? FOR UPDATE"
+        if database.execute(locking, [app_id]).fetchone() is None:
+            database.execute(f"INSERT IGNORE INTO {LOCKS.name} (app_id) VALUES (?)", [app_id])
+            database.connection.commit()
+            if database.execute(locking, [app_id]).fetchone() is None:
+                raise RuntimeError(f"the budget's lock row of app {app_id!r} could not be made")
 
     def reserve(
         self,
@@ -145,10 +173,9 @@ class Reservations:
         """A reservation's final size, stamped now (Heap answered): it counts one window from now."""
         if events <= 0:
             self.database.write(f"DELETE FROM {TABLE.name} WHERE id = ?", [reservation])
-        elif self.database.dialect.name == "postgres":
+        elif self.database.dialect.now is not None:  # the clock ``reserve`` stamped with
             self.database.write(
-                f"UPDATE {TABLE.name} SET events = ?, stamp_epoch = extract(epoch from clock_timestamp()) "
-                "WHERE id = ?",
+                f"UPDATE {TABLE.name} SET events = ?, stamp_epoch = {self.database.dialect.now} WHERE id = ?",
                 [events, reservation],
             )
         else:

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from walkme_heap.ledger.database import LedgerDatabase, Table
+import sqlalchemy as sa
+
+from walkme_heap.ledger.database import METADATA, TABLE_OPTIONS, LedgerDatabase, long_text, serial_id
 from walkme_heap.window import Window
 
 log = logging.getLogger(__name__)
@@ -25,34 +27,34 @@ log = logging.getLogger(__name__)
 # try that stopped heartbeating up for dead. The operator passes the configured value.
 HEARTBEAT_TIMEOUT = 300.0
 
-TABLE = Table(
+TABLE = sa.Table(
     "walkme_heap_runs",
-    columns=(
-        "id {serial}",
-        "pipeline VARCHAR(250) NOT NULL",
-        "window_label VARCHAR(80) NOT NULL",
-        "window_start VARCHAR(40) NOT NULL",
-        "window_end VARCHAR(40) NOT NULL",
-        "run_id VARCHAR(250)",
-        "status VARCHAR(20) NOT NULL",
-        "started_at VARCHAR(40) NOT NULL",
-        "finished_at VARCHAR(40)",
-        "read_rows INTEGER",
-        "sent INTEGER",
-        "already_sent INTEGER",
-        "invalid INTEGER",
-        "rejected INTEGER",
-        "skipped INTEGER",
-        "dead_letters VARCHAR(1000)",
-        "message VARCHAR(2000)",
-        "shard VARCHAR(20)",
-        "heartbeat_epoch {real}",  # the running replay's last sign of life (the ledger's clock)
-        # JSON, written by a run that read its whole source: {"missing": [[path, start, end] ...]
-        # (files skipped as missing, with the window each was for), "recovered": [path ...] (missing
-        # files of earlier runs it found and read), "past_bound": {event day: count}}
-        "late_data TEXT",
-    ),
-    added_columns=("shard", "heartbeat_epoch", "late_data"),
+    METADATA,
+    serial_id(),
+    sa.Column("pipeline", sa.String(250), nullable=False),
+    sa.Column("window_label", sa.String(80), nullable=False),
+    sa.Column("window_start", sa.String(40), nullable=False),
+    sa.Column("window_end", sa.String(40), nullable=False),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("read_rows", sa.Integer()),
+    sa.Column("sent", sa.Integer()),
+    sa.Column("already_sent", sa.Integer()),
+    sa.Column("invalid", sa.Integer()),
+    sa.Column("rejected", sa.Integer()),
+    sa.Column("skipped", sa.Integer()),
+    sa.Column("dead_letters", sa.String(1000)),
+    sa.Column("message", sa.String(2000)),
+    sa.Column("shard", sa.String(20)),  # added by a later version, as are the two below
+    # the running replay's last sign of life (the ledger's clock)
+    sa.Column("heartbeat_epoch", sa.Double()),
+    # JSON, written by a run that read its whole source: {"missing": [[path, start, end] ...]
+    # (files skipped as missing, with the window each was for), "recovered": [path ...] (missing
+    # files of earlier runs it found and read), "past_bound": {event day: count}}
+    sa.Column("late_data", long_text()),
+    **TABLE_OPTIONS,
 )
 # A running record is stale when its heartbeat, or the start of one an older version wrote (no
 # heartbeat; started_at is ISO 8601 UTC from the same clock, so it compares as text), is older
