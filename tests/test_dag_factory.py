@@ -135,16 +135,17 @@ def test_the_pipelines_asset_names_its_heap_connection(tmp_path: Path) -> None:
 
 
 def test_downstream_dags_on_the_pipelines_assets_parse(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The downstream example (one DAG per pipeline, scheduled on its asset by name) and the
+    """The downstream example (one DAG per pipeline, scheduled on its asset) and the
     example that replays a pipeline when its upstream export lands parse with the project's DAGs."""
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.sdk import Asset
+
+    from walkme_heap.assets import pipeline_asset
 
     monkeypatch.setenv("WALKME_HEAP_CONFIG", str(DATA / "e2e" / "pipelines.yaml"))
     bag = DagBag(dag_folder=str(DATA / "assets"))
     assert bag.import_errors == {}
     downstream = bag.dags["heap_day_e2e"]
-    assert downstream.timetable.asset_condition == Asset.ref(name="walkme_heap.e2e")
+    assert downstream.timetable.asset_condition == pipeline_asset("e2e", "heap_default")
     assert "heap_day_e2e_sharded" in bag.dag_ids
     examples = DagBag(dag_folder=str(ROOT / "include" / "examples"))
     assert examples.import_errors == {}

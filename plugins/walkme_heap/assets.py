@@ -9,8 +9,9 @@ URI ``walkme-heap://<heap_conn_id>/<pipeline>``, name ``walkme_heap.<pipeline>``
   not, and a scheme nobody else registers stays ours. Airflow 3.3 accepts a scheme without a
   registered handler as it is (no warning); the provider info registers ``sanitize_uri`` for it, so a
   malformed ``walkme-heap`` URI fails when its DAG is parsed.
-- downstream DAGs schedule on the name (``Asset.ref(name="walkme_heap.<pipeline>")``), which does
-  not change when the pipeline moves to another Heap connection.
+- downstream DAGs schedule on the asset itself (``pipeline_asset``), not on
+  ``Asset.ref(name=...)``: under Airflow 3.3's scheduler a run started through a name reference is
+  handed none of the events (``triggering_asset_events`` empty).
 
 Light on purpose: Airflow's providers manager imports this module (the URI handler) in every
 component; no pandas, no Airflow at import time.

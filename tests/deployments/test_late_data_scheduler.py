@@ -12,12 +12,17 @@ pipelines with ``catchup`` over six days, each with a lateness of two days:
 Each day's file (load) holds late events of earlier days, within the bound and beyond it.
 Afterwards every event within the bound is in the emulator exactly once, every one beyond it is
 dead-lettered with its reason, and the counts reconcile per run and per event day.
+
+The DAGs folder also holds a downstream DAG per pipeline scheduled on its asset ("the window is in
+Heap", ``tests/data/assets/heap_day_downstream.py``): the scheduler starts it from the replays'
+asset events, and it sees every window.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -28,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.deployments.deployment import Deployment
-from tests.helpers import PG_DSN, postgres_connection, received
+from tests.helpers import DATA, PG_DSN, ROOT, postgres_connection, received
 from walkme_heap.emulator import HeapEmulator
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +99,10 @@ def pipelines_yaml(end_day: int, warehouse: Path) -> str:
 class LateDeployment(Deployment):
     def __init__(self, home: Path, emulator: HeapEmulator) -> None:
         self.warehouse = home / "warehouse.db"
+        dags = home / "dags"  # the project's DAG file and the downstream DAGs
+        dags.mkdir()
+        shutil.copy(ROOT / "dags" / "walkme_to_heap.py", dags)
+        shutil.copy(DATA / "assets" / "heap_day_downstream.py", dags)
         super().__init__(
             home,
             pipelines_yaml(MISSING_DAY, self.warehouse),
@@ -107,6 +116,7 @@ class LateDeployment(Deployment):
                 ),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",  # sees end_date moved on
                 "AIRFLOW_CONN_HEAP_DEFAULT": json.dumps(
                     {"conn_type": "heap", "host": emulator.url, "login": "late-app"}
@@ -136,11 +146,36 @@ class LateDeployment(Deployment):
             self.assert_running()
             time.sleep(1)
 
+    def downstream_windows(self, timeout: float = 180) -> dict[str, list[str]]:
+        """Pipeline -> the window starts its downstream DAG's runs saw (from their XCom), once every
+        day is seen or no run is pending; with each run's type and state checked."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with sqlite3.connect(self.home / "airflow.db") as db:
+                runs = db.execute(
+                    "SELECT dag_id, run_type, state FROM dag_run WHERE dag_id LIKE 'heap_day_%'"
+                ).fetchall()
+                values = db.execute(
+                    "SELECT dag_id, value FROM xcom "
+                    "WHERE task_id = 'windows_in_heap' AND key = 'return_value'"
+                ).fetchall()
+            seen: dict[str, list[str]] = {p: [] for p in PIPELINES}
+            for dag_id, value in values:
+                for extra in json.loads(value):
+                    seen[dag_id.removeprefix("heap_day_")].append(extra["window"]["start"][:10])
+            pending = [r for r in runs if r[2] not in ("success", "failed")]
+            if all(len(set(days)) == 6 for days in seen.values()) and not pending:
+                assert {(t, state) for _, t, state in runs} == {("asset_triggered", "success")}, runs
+                return {p: sorted(days) for p, days in seen.items()}
+            assert time.monotonic() < deadline, f"downstream runs {runs}, windows {seen}\n{self.logs()}"
+            time.sleep(2)
+
     def runs(self) -> list[tuple[str, str, str, str]]:
-        """(dag id, data interval start day, run type, state) of every DAG run."""
+        """(dag id, data interval start day, run type, state) of every pipeline's DAG run."""
         with sqlite3.connect(self.home / "airflow.db") as db:
             rows = db.execute(
-                "SELECT dag_id, data_interval_start, run_type, state FROM dag_run ORDER BY id"
+                "SELECT dag_id, data_interval_start, run_type, state FROM dag_run "
+                "WHERE dag_id LIKE 'walkme_to_heap_%' ORDER BY id"
             ).fetchall()
         return [(d, str(s)[:10], t, state) for d, s, t, state in rows]
 
@@ -308,3 +343,9 @@ def test_the_late_file_was_recorded_missing_and_found_by_the_next_scheduled_run(
     )
     # the run of day 3: Airflow names a scheduled run after its data interval's end
     assert [r[0].split("#")[0] for r in senders] == [f"scheduled__{day(MISSING_DAY + 2)}T00:00:00+00:00"]
+
+
+def test_each_window_in_heap_starts_the_downstream_dag_scheduled_on_the_pipelines_asset(scheduled) -> None:
+    cluster, _, _ = scheduled
+    seen = cluster.downstream_windows()
+    assert seen == {p: [day(n) for n in range(6)] for p in PIPELINES}  # each window once

@@ -1,18 +1,20 @@
 """Downstream DAGs: for each pipeline, ``heap_day_<pipeline>`` runs once the pipeline's window is in Heap.
 
-Scheduled on the pipeline's asset by name (``walkme_heap.<pipeline>``), so it does not depend on the
-Heap connection. Its one task returns the extras of the asset events that started the run: which
-window reached which Heap app, with the counts. Dropped into a DAGs folder next to the project's DAG
-file and pipelines.yaml (the tests' real-scheduler deployment), it is the consumer to assert on.
+Scheduled on the pipeline's asset itself (``pipeline_asset``: its name and URI). Not on
+``Asset.ref(name=...)``: Airflow 3.3 starts such a DAG on the asset's events but hands its run none
+of them (``triggering_asset_events`` is empty; seen under the real scheduler). Its one task returns
+the extras of the asset events that started the run: which window reached which Heap app, with the
+counts. Dropped into a DAGs folder next to the project's DAG file and pipelines.yaml (the tests'
+real-scheduler deployment), it is the consumer to assert on.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, task
 
-from walkme_heap.assets import asset_name
+from walkme_heap.assets import pipeline_asset
 from walkme_heap.config import load_pipelines
 
 
@@ -26,7 +28,7 @@ for _pipeline in load_pipelines():
     with DAG(
         dag_id=f"heap_day_{_pipeline.name}",
         description=f"Runs when a window of pipeline '{_pipeline.name}' is in Heap",
-        schedule=Asset.ref(name=asset_name(_pipeline.name)),
+        schedule=pipeline_asset(_pipeline.name, _pipeline.heap_conn_id),
         start_date=_pipeline.start_date,
         catchup=False,
         is_paused_upon_creation=False,
