@@ -370,7 +370,8 @@ def test_a_day_replayed_empty_because_its_file_was_missing_is_rechecked_by_later
     seen = {r["window_label"]: json.loads(r["late_data"]) for r in rows}
     missing = str(tmp_path / f"webhooks_{day(1).label}.csv")
     assert seen[day(1).label]["missing"] == [[missing, day(1).start.isoformat(), day(1).end.isoformat()]]
-    assert seen[day(2).label]["recovered"] == [missing] and seen[day(3).label]["recovered"] == []
+    found = [[missing, day(1).start.isoformat(), day(1).end.isoformat()]]
+    assert seen[day(2).label]["recovered"] == found and seen[day(3).label]["recovered"] == []
     assert seen[day(3).label]["past_bound"] == {day(0).label: 1}
 
 
@@ -454,3 +455,65 @@ def test_a_trial_run_that_stops_at_its_row_limit_does_not_mark_a_missing_file_fo
         emulator, ledger, tmp_path, pipeline, CsvSource(template, day(2), on_missing="skip"), day(2)
     )
     assert full.origins == 2 and ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end)) == []
+
+
+def test_a_path_missing_for_several_windows_is_read_for_all_of_them(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    """One file for the month (a template without ``{date}``), missing at the runs of days 0 and
+    1: the day-2 run that finds it sends both days' events, not only the first window's."""
+    template = str(tmp_path / "month_{start:%Y-%m}.csv")
+    for d in (0, 1):
+        run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(d), on_missing="skip"), day(d))
+    with (tmp_path / "month_2024-03.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for n, d in enumerate((0, 1)):
+            writer.writerow([f"month-{d}", ms(d, 12), "play", "wt", "1", f"s-{n}", "t"])
+    late = run_day(
+        emulator, ledger, tmp_path, pipeline, CsvSource(template, day(2), on_missing="skip"), day(2)
+    )
+    assert identities(emulator) == Counter({"month-0": 1, "month-1": 1})
+    assert late.sent == 2 and late.total_skipped == 0
+
+
+def test_a_rerun_of_the_window_that_found_a_late_file_reads_it_again(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    """The re-run's dead letters replace the first run's: they must still hold the late file's
+    rows (an event past the bound, an invalid row), and the report still count them."""
+    template = write_files(tmp_path)
+    late_file = tmp_path / f"webhooks_{day(3).label}.csv"  # holds day 0's event 3 days late
+    with late_file.open("a", newline="") as handle:
+        csv.writer(handle).writerow(["user-bad", "not a time", "play", "wt", "1", "s-x", "t"])
+    late_file.rename(tmp_path / "held_back.csv")
+    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(3), on_missing="skip"), day(3))
+    (tmp_path / "held_back.csv").rename(late_file)
+    nxt = Window(day(3).end, day(3).end + timedelta(days=1))
+
+    def run_next() -> Any:
+        source = CsvSource(template, nxt, on_missing="skip")
+        return run_day(emulator, ledger, tmp_path, pipeline, source, nxt)
+
+    first, again = run_next(), run_next()
+    for summary in (first, again):
+        reasons = sorted(d["reason"] for d in dead_letters(Path(summary.dead_letters or "")))
+        assert reasons == ["later_than_lateness", "unparsable_time"], summary
+    assert (pipeline, day(0).label, 1) in ledger.runs.past_bound_per_day()
+
+
+def test_a_late_file_that_cannot_be_read_does_not_fail_the_run_that_finds_it(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
+) -> None:
+    """Day 1's file lands after its run without the identity column: day 2's run sends its own day,
+    says why it left that file, and the file stays missing (looked for again) in the ledger."""
+    template = write_files(tmp_path)
+    late_file = tmp_path / f"webhooks_{day(1).label}.csv"
+    late_file.rename(tmp_path / "held_back.csv")
+    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(1), on_missing="skip"), day(1))
+    late_file.write_text("created_at,type\n1710000000000,play\n")  # no identity column
+    source = CsvSource(template, day(2), on_missing="skip")
+    summary = run_day(emulator, ledger, tmp_path, pipeline, source, day(2))
+    assert summary.origins == 1 and summary.read == sum(1 for e in EVENTS if e[0] == 2)
+    (still,) = ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end))
+    assert still.path == str(late_file)

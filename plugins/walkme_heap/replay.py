@@ -43,14 +43,14 @@ from walkme_heap.heap_api import (
 from walkme_heap.home import default_work_dir, remove_stale_files
 from walkme_heap.ledger import Ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT, LateData, MissingFile
-from walkme_heap.mapping.columns import bind_columns
+from walkme_heap.mapping.columns import MissingColumnsError, bind_columns
 from walkme_heap.mapping.mapper import LATE, Mapper
 from walkme_heap.mapping.spec import MappingSpec
 from walkme_heap.mapping.timestamps import format_ms
 from walkme_heap.outcomes import Outcomes
 from walkme_heap.progress import PROGRESS_SECONDS, Progress
 from walkme_heap.sharding import Shard
-from walkme_heap.sources.base import Chunk, Source
+from walkme_heap.sources.base import Chunk, Source, SourceError
 from walkme_heap.summary import ReplaySummary
 from walkme_heap.window import Window
 
@@ -210,8 +210,27 @@ class _Run:
                 "%d file(s) that earlier runs skipped as missing are here now: read for their own windows",
                 len(self.origin_windows),
             )
-        # Bind every origin's columns first: a missing column fails before anything is sent.
-        mappers = {o: Mapper(self.spec, bind_columns(self.spec, self.source.headers(o), o)) for o in origins}
+        # Bind every origin's columns first: a missing column fails before anything is sent. A file
+        # that landed after its own run and cannot be read is left for later runs (and logged), so
+        # one bad late file does not fail every run within the bound.
+        mappers: dict[str, Mapper] = {}
+        for origin in origins:
+            try:
+                bound = bind_columns(self.spec, self.source.headers(origin), origin)
+                mappers[origin] = Mapper(self.spec, bound)
+            except (MissingColumnsError, SourceError) as exc:
+                if origin not in self.origin_windows:
+                    raise
+                log.warning(
+                    "%s landed after its run but cannot be read (%s): not read now; later runs within "
+                    "the bound look for it again, and it stays missing in the ledger",
+                    origin,
+                    exc,
+                )
+                del self.origin_windows[origin]
+                self.source.unread(origin)  # type: ignore[attr-defined]
+        origins = [o for o in origins if o in mappers]
+        summary.origins = len(origins)
         for chunk, mapper in self._chunks(origins, mappers):
             self._chunk(chunk, mapper)
         try:
@@ -310,7 +329,7 @@ def replay(
     work = Path(work_dir) if work_dir is not None else default_work_dir(pipeline)
     remove_stale_files(work)  # left by runs of the pipeline that died (the live ones' are locked)
     accepted = options.accepted(window)
-    rechecks = _rechecks(pipeline, source, accepted, ledger, options)
+    rechecks = _rechecks(pipeline, source, window, ledger, options)
     acknowledged = np.empty(0, dtype=np.uint64)
     if ledger is not None and not options.force:  # a dry run reads it too, for honest counts
         # Per app: Heap accepts any app id silently, and what one app holds is not in another.
@@ -382,7 +401,7 @@ def replay(
         if not (options.row_limit is not None and summary.read >= options.row_limit):
             late_data = LateData(
                 missing=[MissingFile(path, part) for path, part in getattr(source, "missing_windows", ())],
-                recovered=list(getattr(source, "recovered", ())),
+                recovered=[MissingFile(path, part) for path, part in getattr(source, "recovered", ())],
                 past_bound=dict(sorted(summary.past_bound_days.items())),
             )
         status = "failed" if message else "success"
@@ -393,14 +412,16 @@ def replay(
 
 
 def _rechecks(
-    pipeline: str, source: Source, accepted: Window, ledger: Ledger | None, options: ReplayOptions
+    pipeline: str, source: Source, window: Window, ledger: Ledger | None, options: ReplayOptions
 ) -> list[tuple[str, Window]]:
-    """Files earlier runs skipped as missing whose windows are within this run's lateness bound:
-    handed to a file source to look for again (a report that landed after its day's run)."""
+    """Files earlier runs skipped as missing whose windows are within this run's lateness bound
+    (and those an earlier run of this window found): handed to a file source to look for again (a
+    report that landed after its day's run)."""
     if ledger is None or options.lateness_seconds is None or not hasattr(source, "recheck"):
         return []
     shard = f"{options.shard.index + 1}/{options.shard.count}" if options.shard else None
-    files = [(m.path, m.window) for m in ledger.runs.missing_files(pipeline, accepted, shard)]
+    missing = ledger.runs.missing_files(pipeline, options.accepted(window), shard, rerun_of=window.label)
+    files = [(m.path, m.window) for m in missing]
     if files:
         log.info("%d file(s) earlier runs skipped as missing are looked for again", len(files))
     source.recheck(files)

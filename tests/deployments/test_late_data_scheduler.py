@@ -335,7 +335,8 @@ def test_the_late_file_was_recorded_missing_and_found_by_the_next_scheduled_run(
     )
     path = str(cluster.data / f"webhooks_{day(MISSING_DAY)}.csv")
     assert [m[0] for m in json.loads(data[day(MISSING_DAY)])["missing"]] == [path]
-    assert json.loads(data[day(MISSING_DAY + 1)])["recovered"] == [path]
+    found = json.loads(data[day(MISSING_DAY + 1)])["recovered"]
+    assert found == [[path, f"{day(MISSING_DAY)}T00:00:00+00:00", f"{day(MISSING_DAY + 1)}T00:00:00+00:00"]]
     senders = _ledger(
         cluster,
         "SELECT DISTINCT run_id FROM walkme_heap_acks WHERE pipeline = 'late_files' AND day = ?",

@@ -75,33 +75,35 @@ class MissingFile:
 
 @dataclass
 class LateData:
-    """What a run saw of late data, kept in its record (``late_data``)."""
+    """What a run saw of late data, kept in its record (``late_data``): the files it skipped as
+    missing, the missing files of earlier runs it found and read (each with the window it read it
+    for), and its events past the bound per event day."""
 
     missing: list[MissingFile] = field(default_factory=list)
-    recovered: list[str] = field(default_factory=list)
+    recovered: list[MissingFile] = field(default_factory=list)
     past_bound: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "missing": [
-                    [m.path, m.window.start.isoformat(), m.window.end.isoformat()] for m in self.missing
-                ],
-                "recovered": self.recovered,
-                "past_bound": self.past_bound,
-            },
-            sort_keys=True,
-        )
+        def files(entries: list[MissingFile]) -> list[list[str]]:
+            return [[m.path, m.window.start.isoformat(), m.window.end.isoformat()] for m in entries]
+
+        data = {"missing": files(self.missing), "recovered": files(self.recovered)}
+        return json.dumps({**data, "past_bound": self.past_bound}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> LateData:
         data = json.loads(text) if text else {}
-        return cls(
-            missing=[
+
+        def files(key: str) -> list[MissingFile]:
+            # [path, start, end]; a bare path (a development build's "recovered") is skipped
+            return [
                 MissingFile(path, Window(datetime.fromisoformat(start), datetime.fromisoformat(end)))
-                for path, start, end in data.get("missing", ())
-            ],
-            recovered=list(data.get("recovered", ())),
+                for path, start, end in (e for e in data.get(key, ()) if isinstance(e, list) and len(e) == 3)
+            ]
+
+        return cls(
+            missing=files("missing"),
+            recovered=files("recovered"),
             past_bound={str(k): int(v) for k, v in (data.get("past_bound") or {}).items()},
         )
 
@@ -203,29 +205,37 @@ class RunRecords:
             self.database.discard()
             self.finish(record, "failed", counts, None, message)
 
-    def missing_files(self, pipeline: str, within: Window, shard: str | None = None) -> list[MissingFile]:
-        """Files that runs of ``pipeline`` skipped as missing, for windows that start within
-        ``within``, and that no later run of the same shard (or unsharded run) has found since:
-        what a run re-checks. A file recorded missing by several runs is one entry."""
+    def missing_files(
+        self, pipeline: str, within: Window, shard: str | None = None, rerun_of: str | None = None
+    ) -> list[MissingFile]:
+        """What a run re-checks: files that runs of ``pipeline`` skipped as missing, for windows
+        that start within ``within``, and that no later run of the same shard (or an unsharded run)
+        has found since; and, for a re-run of window ``rerun_of``, the files its earlier runs found
+        (a re-run reads what its window read, whatever the bound now: its dead letters and counts
+        replace theirs). A file recorded missing by several runs is one entry per window."""
         rows = self.database.fetch(
-            f"SELECT id, shard, late_data FROM {TABLE.name} WHERE pipeline = ? AND late_data IS NOT NULL "
-            "AND window_end > ? AND window_start < ? ORDER BY id",
-            [pipeline, within.start.isoformat(), within.end.isoformat()],
+            f"SELECT id, shard, window_label, late_data FROM {TABLE.name} "
+            "WHERE pipeline = ? AND late_data IS NOT NULL "
+            "AND ((window_end > ? AND window_start < ?) OR window_label = ?) ORDER BY id",
+            [pipeline, within.start.isoformat(), within.end.isoformat(), rerun_of],
         )
         missing: dict[tuple[str, str, str], tuple[int, MissingFile]] = {}
         recovered: dict[str, int] = {}  # path -> the newest record that found it (this shard's view)
-        for record, record_shard, text in rows:
+        again: dict[tuple[str, str, str], MissingFile] = {}  # what this window's earlier runs read
+        for record, record_shard, label, text in rows:
             data = LateData.from_json(text)
             for entry in data.missing:
                 if within.start <= entry.window.start < within.end:
-                    missing[(entry.path, entry.window.start.isoformat(), entry.window.end.isoformat())] = (
-                        record,
-                        entry,
-                    )
-            if record_shard in (None, shard):
-                for path in data.recovered:
-                    recovered[path] = record
-        return [entry for record, entry in missing.values() if recovered.get(entry.path, -1) < record]
+                    missing[_key(entry)] = (record, entry)
+            if record_shard not in (None, shard):
+                continue
+            for entry in data.recovered:
+                if label == rerun_of:
+                    again[_key(entry)] = entry
+                else:
+                    recovered[entry.path] = record
+        outstanding = {k: e for k, (record, e) in missing.items() if recovered.get(e.path, -1) < record}
+        return list({**outstanding, **again}.values())
 
     def latest(self, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> list[dict[str, Any]]:
         """The newest run of each pipeline, window and shard, newest windows first; a ``running``
@@ -263,6 +273,10 @@ class RunRecords:
                 if events:
                     counts[(str(pipeline), day)] = counts.get((str(pipeline), day), 0) + events
         return [(pipeline, day, events) for (pipeline, day), events in sorted(counts.items())]
+
+
+def _key(entry: MissingFile) -> tuple[str, str, str]:
+    return entry.path, entry.window.start.isoformat(), entry.window.end.isoformat()
 
 
 def _abandoned(heartbeat_timeout: float) -> str:

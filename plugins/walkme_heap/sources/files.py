@@ -86,14 +86,16 @@ class FileSource:
         # Files earlier runs skipped as missing, to look for again (``recheck``); those found are
         # read for their own window (``origin_windows``) and listed in ``recovered``.
         self.rechecks: list[tuple[str, Window]] = []
-        self.recovered: list[str] = []
+        self.recovered: list[tuple[str, Window]] = []
         self.origin_windows: dict[str, Window] = {}
+        self._rechecked: dict[str, str] = {}
         self.found: list[str] = []  # what ``origins`` last listed (the run's lineage reports them)
         self._bytes_read = 0
 
     def recheck(self, files: list[tuple[str, Window]]) -> None:
         """Look for these files again (each skipped as missing by an earlier run, for its window):
-        ``origins`` adds those that now exist, each read for its own window."""
+        ``origins`` adds those that now exist, each read for the windows it was missed for (one
+        path missed by several windows, e.g. a monthly file, is read once for all of them)."""
         self.rechecks = list(files)
 
     def origins(self) -> list[str]:
@@ -103,6 +105,7 @@ class FileSource:
         run that skipped some is incomplete). Then the files of ``recheck`` that now exist."""
         found: list[str] = []
         self.missing, self.missing_windows, self.recovered, self.origin_windows = [], [], [], {}
+        self._rechecked: dict[str, str] = {}  # a re-checked file found -> the path it was missed as
         total = 0  # bytes of the window's files (progress)
         own = expand_windows(self.template, self.window)
         for url, part in own:
@@ -123,19 +126,33 @@ class FileSource:
         for url, part in self.rechecks:
             if url in own_paths:  # this run's own file: found above, or missing again
                 if url not in self.missing:
-                    self.recovered.append(url)
+                    self.recovered.append((url, part))
                 continue
-            present, _, size = self._present(url)
-            if present:
-                total += size
-                self.recovered.append(url)
-                for match in present:
-                    if match not in self.origin_windows and match not in found:
-                        self.origin_windows[match] = part
-                        found.append(match)
+            present, _, _ = self._present(url)
+            if not present:
+                continue
+            self.recovered.append((url, part))
+            for match in present:
+                if match in self.origin_windows:  # missed by several windows: read for all of them
+                    known = self.origin_windows[match]
+                    merged = Window(min(known.start, part.start), max(known.end, part.end))
+                    self.origin_windows[match] = merged
+                elif match not in found:
+                    total += self._size(match)
+                    self.origin_windows[match] = part
+                    self._rechecked[match] = url
+                    found.append(match)
         self._total_bytes = total
         self.found = found
         return found
+
+    def unread(self, match: str) -> None:
+        """A re-checked file that ``origins`` listed will not be read (it cannot be): its path
+        stays missing for later runs."""
+        url = self._rechecked.pop(match, None)
+        self.origin_windows.pop(match, None)
+        self.found = [f for f in self.found if f != match]
+        self.recovered = [(u, part) for u, part in self.recovered if u != url]
 
     def _present(self, url: str) -> tuple[list[str], int, int]:
         """The usable (non-empty) files a path or glob names now, how many it names, their bytes."""
