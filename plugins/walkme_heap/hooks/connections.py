@@ -10,6 +10,7 @@ should not need a compiler.
 
 from __future__ import annotations
 
+import json
 from importlib.util import find_spec
 from typing import Any
 
@@ -52,12 +53,13 @@ class AirflowConnections:
         return factory
 
 
-MYSQL_TYPES = ("mysql", "mariadb")
+MYSQL_TYPES = ("mysql",)
 
 
 def _pymysql(conn_id: str, connection: Any) -> SqlConnection:
     """A MySQL/MariaDB connection through PyMySQL, from the connection's fields as the MySQL
-    provider reads them (host, port, login, password, schema; ``charset`` in the extra)."""
+    provider reads them (host, port, login, password, schema; in the extra ``charset``, ``ssl``
+    (a dict of ca / cert / key ...), ``unix_socket``, ``connect_timeout``)."""
     if find_spec("pymysql") is None:
         raise UnusableConnection(
             f"connection '{conn_id}' is a MySQL connection, and neither the MySQL provider nor PyMySQL "
@@ -68,6 +70,12 @@ def _pymysql(conn_id: str, connection: Any) -> SqlConnection:
         import pymysql
 
         extra = connection.extra_dejson or {}
+        ssl = extra.get("ssl")
+        if isinstance(ssl, str):  # the MySQL provider takes it as JSON text too
+            ssl = json.loads(ssl)
+        options: dict[str, Any] = {"ssl": ssl} if ssl else {}
+        if extra.get("unix_socket"):
+            options["unix_socket"] = extra["unix_socket"]
         return pymysql.connect(
             host=connection.host or "localhost",
             port=int(connection.port or 3306),
@@ -76,6 +84,7 @@ def _pymysql(conn_id: str, connection: Any) -> SqlConnection:
             database=connection.schema or None,
             charset=extra.get("charset", "utf8mb4"),
             connect_timeout=int(extra.get("connect_timeout", 10)),
+            **options,
         )
 
     return SqlConnection(connect, "%s")
