@@ -11,6 +11,7 @@ from pathlib import Path
 from walkme_heap.emulator.server import (
     DEFAULT_APP_LIMIT,
     DEFAULT_IDENTITY_LIMIT,
+    DEFAULT_USER_PROPERTIES_LIMIT,
     EmulatorSettings,
     HeapEmulator,
 )
@@ -30,7 +31,7 @@ def _api_key(text: str) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m walkme_heap.emulator",
-        description="Serve a strict Heap track API emulator on loopback.",
+        description="Serve a strict Heap track (and add_user_properties) API emulator on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
@@ -45,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         type=_limit,
         default=DEFAULT_IDENTITY_LIMIT,
         help="events per 60 s per identity per app_id, or 'off' (default %(default)s)",
+    )
+    parser.add_argument(
+        "--user-properties-limit",
+        type=_limit,
+        default=DEFAULT_USER_PROPERTIES_LIMIT,
+        help="add_user_properties requests per 30 s per identity per app_id, or 'off' (default %(default)s)",
     )
     parser.add_argument("--retry-after", action="store_true", help="send Retry-After with 429")
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 500")
@@ -68,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    same_names = ("app_limit", "identity_limit", "retry_after", "error_rate", "latency_ms", "drop_rate")
+    same_names = (
+        "app_limit",
+        "identity_limit",
+        "user_properties_limit",
+        "retry_after",
+        "error_rate",
+        "latency_ms",
+        "drop_rate",
+    )
     settings = EmulatorSettings(
         store_events=not args.no_store,
         api_keys=dict(args.api_key),

@@ -15,6 +15,27 @@ Valid pairs are the ``api_keys`` setting (Heap issues keys for the Main Producti
 app id); tokens are not kept, since nothing here accepts one. Nothing is recorded or rate-limited
 by it: it only counts ``auth_requests``, ``auth_tokens`` and ``auth_rejected_401``.
 
+It also implements ``POST /api/add_user_properties``, both forms (single ``{app_id, identity,
+properties}`` and bulk ``{app_id, users: [...]}``), validated as ``validation.py`` describes (with
+the choices made where the reference is silent). Each accepted user's properties are merged into
+the profile it holds per app (a property of the same name is overwritten, others kept; an unknown
+identity creates a user with no events): ``GET /_emulator/users[?app_id=]`` and ``state.users``.
+Its limit is the documented 30 requests per 30 seconds per identity per app_id
+(``user_properties_limit``), a sliding window of its own, separate from track's: a bulk request
+counts once against each identity it names, and one identity over the limit refuses the whole
+request with 429 (nothing of it counted or applied), as a leaky bucket per identity would; the
+Retry-After behaviour is track's. The reference documents no per-app limit for this endpoint, so
+none is enforced (a client must still not assume there is none). The fault injection applies to
+it too (``error_rate``, ``burst_5xx``, ``throttle_burst``, ``latency_ms``, ``slow_burst``,
+``drop_rate``, ``drop_after_accept_rate``, ``max_body_bytes``, ``intercept``, and ``poison``
+matched against each user's JSON); ``burst_5xx``, ``throttle_burst`` and ``slow_burst`` count the
+next N requests to either endpoint. ``hold_after`` counts track events and holds track answers only;
+``store_events`` and ``--jsonl`` concern events only (the profiles are always kept: one entry per
+user). Its counters are separate from track's, prefixed ``user_properties_``: ``requests``,
+``users_updated``, ``users_created``, ``rejected_400``, ``throttled_429``, ``errors_5xx``,
+``dropped``, ``dropped_after_accept``, ``intercepted``, ``rejected_413``. It answers 200 with
+``{"updated": n, "created": k}``; Heap documents only the status, so clients must not read the body.
+
 Control endpoints (not part of Heap's API) live under ``/_emulator/``.
 """
 
@@ -40,16 +61,23 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from walkme_heap.emulator.limits import RateLimiter
-from walkme_heap.emulator.validation import HeapValidationError, validate_body
+from walkme_heap.emulator.limits import RateLimiter, UserPropertiesLimiter
+from walkme_heap.emulator.validation import (
+    HeapValidationError,
+    validate_body,
+    validate_user_properties_body,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_APP_LIMIT = 15_000
 DEFAULT_IDENTITY_LIMIT = 1_000
+DEFAULT_USER_PROPERTIES_LIMIT = 30  # add_user_properties requests per 30 s per identity per app
 HOLD_SECONDS = 120.0
 RETRY_AFTER_FORMS = {"seconds", "date", "date-0000", "date-nozone", "zero", "past"}
 AUTH_TOKEN_PATH = "/api/public/v0/auth_token"
+USER_PROPERTIES_PATH = "/api/add_user_properties"
+USER_PROPERTIES_COUNTERS = "user_properties_"  # prefix of that endpoint's counters
 TOKEN_SECONDS = 300  # "expires in about 5 minutes"
 
 
@@ -75,6 +103,8 @@ class EmulatorSettings:
 
     app_limit: int | None = DEFAULT_APP_LIMIT  # events per 60 s per app_id; None = off
     identity_limit: int | None = DEFAULT_IDENTITY_LIMIT  # events per 60 s per identity per app
+    # add_user_properties requests per 30 s per identity per app; None or 0 = off
+    user_properties_limit: int | None = DEFAULT_USER_PROPERTIES_LIMIT
     retry_after: bool = False  # send a Retry-After header with 429 ...
     # ... in this form: "seconds" (delta-seconds), "date" (an HTTP date in GMT), "date-0000" and
     # "date-nozone" (the date forms RFC 5322 allows without a known zone), "zero", "past" (a date
@@ -89,13 +119,15 @@ class EmulatorSettings:
     slow_burst_ms: int = 0  # ... (after processing them: a client timeout may hide an acceptance)
     drop_rate: float = 0.0  # share of requests whose connection is closed unanswered
     drop_after_accept_rate: float = 0.0  # share accepted, then the connection closed unanswered
-    poison: str | None = None  # events whose JSON contains this text are rejected with 400
+    # events (and add_user_properties users) whose JSON contains this text are rejected with 400
+    poison: str | None = None
     # Once more than this many events were accepted, a track request is processed but its answer
     # is held until the setting is cleared (or raised): a test can act at an exact point of a run.
     hold_after: int | None = None
     # Something between the client and Heap (a proxy, a WAF, a captive portal, a wrong host) answers
-    # every track request instead of Heap: {"status": 301, "headers": {"Location": ...}, "body": "...",
-    # "content_type": "text/html"}. Nothing is validated or recorded while it is set.
+    # every track and add_user_properties request instead of Heap: {"status": 301, "headers":
+    # {"Location": ...}, "body": "...", "content_type": "text/html"}. Nothing is validated or
+    # recorded while it is set.
     intercept: dict[str, Any] | None = None
     store_events: bool = True  # keep accepted events for /_emulator/events
     seed: int = 0
@@ -114,6 +146,9 @@ class EmulatorSettings:
             raise ValueError("api_keys must map app ids to API keys (non-empty strings)")
         if changes.get("retry_after_form", "seconds") not in RETRY_AFTER_FORMS:
             raise ValueError(f"retry_after_form must be one of {sorted(RETRY_AFTER_FORMS)}")
+        limit = changes.get("user_properties_limit")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise ValueError("user_properties_limit must be a non-negative integer or null (0 or null: off)")
         intercept = changes.get("intercept")
         if intercept is not None and not isinstance(intercept.get("status"), int):
             raise ValueError("intercept needs an integer 'status'")
@@ -139,8 +174,11 @@ class EmulatorState:
 
     def reset(self) -> None:
         self.limiter = RateLimiter(self.settings.app_limit, self.settings.identity_limit)
+        self.user_limiter = UserPropertiesLimiter(self.settings.user_properties_limit)
         self.random = random.Random(self.settings.seed)
         self.keys: dict[str, set[str]] = {}
+        # add_user_properties: app_id -> identity -> the latest value of each property
+        self.users: dict[str, dict[str, dict[str, Any]]] = {}
         self.events: list[dict[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.per_minute: Counter[tuple[str, int]] = Counter()
@@ -153,6 +191,8 @@ class EmulatorState:
         self.changed.notify_all()
         if {"app_limit", "identity_limit"} & set(changes):
             self.limiter = RateLimiter(self.settings.app_limit, self.settings.identity_limit)
+        if "user_properties_limit" in changes:
+            self.user_limiter = UserPropertiesLimiter(self.settings.user_properties_limit)
         if "seed" in changes:
             self.random = random.Random(self.settings.seed)
 
@@ -181,6 +221,21 @@ class EmulatorState:
                     for event in stored:
                         fh.write(json.dumps(event, ensure_ascii=False) + "\n")
         return len(new), duplicates
+
+    def record_users(self, app_id: str, users: list[dict[str, Any]]) -> int:
+        """Merge each user's properties into its profile (same name: overwritten; others kept);
+        return how many identities were new (a user with no events)."""
+        profiles = self.users.setdefault(app_id, {})
+        created = 0
+        for user in users:
+            profile = profiles.get(user["identity"])
+            if profile is None:
+                profile = profiles[user["identity"]] = {}
+                created += 1
+            profile.update(user["properties"])
+        self.counts[USER_PROPERTIES_COUNTERS + "users_updated"] += len(users)
+        self.counts[USER_PROPERTIES_COUNTERS + "users_created"] += created
+        return created
 
     def stats(self) -> dict[str, Any]:
         per_minute: dict[str, dict[str, int]] = {}
@@ -272,15 +327,24 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 events = [e for e in state.events if app_id is None or e["app_id"] == app_id]
             self._reply(200, events)
+        elif url.path == "/_emulator/users":
+            app_id = parse_qs(url.query).get("app_id", [None])[0]
+            with state.lock:  # {app_id: {identity: properties}}, copied under the lock
+                users = {
+                    app: {identity: dict(profile) for identity, profile in profiles.items()}
+                    for app, profiles in state.users.items()
+                    if app_id is None or app == app_id
+                }
+            self._reply(200, users)
         else:
             self._reply(404, {"error": f"no route {url.path}"})
 
     def do_POST(self) -> None:
         state = self.server.state
         path = urlsplit(self.path).path
-        if path == "/api/track":
+        if path in ("/api/track", USER_PROPERTIES_PATH):
             try:
-                self._track()
+                self._track() if path == "/api/track" else self._user_properties()
             except _DropConnectionError:
                 self.close_connection = True
                 self.connection.close()
@@ -329,18 +393,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._count("auth_tokens")
         self._reply(200, {"access_token": secrets.token_urlsafe(32), "expires_in": TOKEN_SECONDS})
 
-    def _track(self) -> None:
+    def _front(self, prefix: str = "") -> tuple[bytes, bool] | None:
+        """What happens before Heap looks at a body, for both endpoints: the size cap, the injected
+        faults and latency, an interceptor, the Content-Type. Returns (body, answer late) or None
+        when already answered; counters get ``prefix`` (track: none)."""
         state = self.server.state
         settings = state.settings
         length = int(self.headers.get("Content-Length") or 0)
         if length > settings.max_body_bytes:
             self.rfile.read(length)
-            self._count("rejected_413")
+            self._count(prefix + "rejected_413")
             self._reply(413, {"error": f"request body over {settings.max_body_bytes} bytes"})
-            return
+            return None
         raw = self.rfile.read(length) if length else b""
         with state.lock:
-            state.counts["requests"] += 1
+            state.counts[prefix + "requests"] += 1
             roll = state.random.random()
             drop = roll < settings.drop_rate
             error = not drop and state.random.random() < settings.error_rate
@@ -356,19 +423,19 @@ class _Handler(BaseHTTPRequestHandler):
         if settings.latency_ms:
             time.sleep(settings.latency_ms / 1000)
         if drop:
-            self._count("dropped")
+            self._count(prefix + "dropped")
             raise _DropConnectionError
         if burst or error:
-            self._count("errors_5xx")
+            self._count(prefix + "errors_5xx")
             self._reply(503 if burst else 500, {"error": "injected server error"})
-            return
+            return None
         if storm:
-            self._count("throttled_429")
+            self._count(prefix + "throttled_429")
             headers = self._retry_after(1.0) if settings.retry_after else None
             self._reply(429, {"error": "rate limit exceeded (injected)"}, headers)
-            return
+            return None
         if settings.intercept is not None:
-            self._count("intercepted")
+            self._count(prefix + "intercepted")
             intercept = settings.intercept
             self._reply(
                 intercept["status"],
@@ -376,12 +443,21 @@ class _Handler(BaseHTTPRequestHandler):
                 intercept.get("headers"),
                 intercept.get("content_type", "text/html"),
             )
-            return
+            return None
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         if content_type != "application/json":
-            self._count("rejected_400")
+            self._count(prefix + "rejected_400")
             self._reply(400, {"error": "Content-Type should be application/json"})
+            return None
+        return raw, slow
+
+    def _track(self) -> None:
+        state = self.server.state
+        settings = state.settings
+        front = self._front()
+        if front is None:
             return
+        raw, slow = front
         try:
             body = _decode(raw)
             app_id, events = validate_body(body)
@@ -421,6 +497,50 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, {"accepted": len(events), "new": new, "duplicates": duplicates})
         except OSError:  # a held answer whose client is gone (killed while waiting for it)
             self.close_connection = True
+
+    def _user_properties(self) -> None:
+        """``add_user_properties``, both forms: validated, limited per identity, merged into the
+        profiles (see the module docstring for what the reference leaves open)."""
+        state = self.server.state
+        settings = state.settings
+        prefix = USER_PROPERTIES_COUNTERS
+        front = self._front(prefix)
+        if front is None:
+            return
+        raw, slow = front
+        try:
+            body = _decode(raw)
+            app_id, users = validate_user_properties_body(body)
+            if settings.poison:
+                for index, user in enumerate(users):
+                    if settings.poison in json.dumps(user, ensure_ascii=False):
+                        where = f"postBody.users[{index}]" if "users" in body else "postBody"
+                        raise HeapValidationError(f"{where} was rejected (poisoned user)")
+        except (ValueError, HeapValidationError) as exc:
+            message = str(exc) if isinstance(exc, HeapValidationError) else "postBody is not JSON"
+            self._count(prefix + "rejected_400")
+            self._reply(400, {"error": message})
+            return
+        now = state.clock()
+        with state.lock:
+            wait = state.user_limiter.admit(app_id, [user["identity"] for user in users], now)
+            if wait is not None:
+                state.counts[prefix + "throttled_429"] += 1
+                headers = self._retry_after(wait)
+                self._reply(
+                    429,
+                    {"error": "rate limit exceeded"},
+                    headers if settings.retry_after else None,
+                )
+                return
+            created = state.record_users(app_id, users)
+            drop_ack = state.random.random() < settings.drop_after_accept_rate
+        if slow:
+            time.sleep(settings.slow_burst_ms / 1000)
+        if drop_ack:
+            self._count(prefix + "dropped_after_accept")
+            raise _DropConnectionError
+        self._reply(200, {"updated": len(users), "created": created})
 
     def _retry_after(self, wait: float) -> dict[str, str]:
         state = self.server.state

@@ -1,7 +1,24 @@
-"""Strict validation of Heap track request bodies, as documented in heap-track-api.md.
+"""Strict validation of Heap track and add_user_properties bodies, as heap-track-api.md documents.
 
 The emulator answers 400 with the path of the first offending field, in the style of Heap's own
 validator (``postBody.events[3].identity ...``), so a client that passes here sends what Heap takes.
+
+``add_user_properties`` (``validate_user_properties_body``): the reference documents the two forms,
+1000 users per request, values "string or number, fewer than 1024 characters", any casing of ``id``
+reserved and ``email`` filling Heap's Email. Where it is silent this emulator chose strictly, and a
+client must not rely on Heap being looser:
+
+- identity and properties follow the track rules (identity a non-empty string of at most 255
+  characters; properties a flat object of string or number values, keys and string values under
+  1024 characters). ``user_id`` is not accepted: the reference names only ``identity``.
+- ``properties`` is required and may not be empty (``should be object``): an empty update changes
+  nothing, and on track the same validator family answered an empty object with exactly that 400.
+- a property named ``id`` in any casing is refused with 400 (reserved); ``email`` is an ordinary
+  string here (Heap files it as Email); other casings of ``email`` are ordinary properties.
+- a field the reference does not name is refused (``postBody.x is not allowed``), as on track.
+- a bulk request naming one identity twice is refused (``postBody.users[3].identity repeats
+  postBody.users[1]``): which of the two Heap would keep is undocumented.
+- one bad user fails the whole bulk request, as the track validator's message path suggests.
 """
 
 from __future__ import annotations
@@ -11,6 +28,7 @@ import re
 from typing import Any
 
 MAX_EVENTS_PER_REQUEST = 1000
+MAX_USERS_PER_REQUEST = 1000  # bulk add_user_properties
 MAX_EVENT_NAME_CHARS = 1024
 MAX_IDENTITY_CHARS = 255
 MAX_PROPERTY_CHARS = 1023  # "fewer than 1024 characters"
@@ -20,6 +38,8 @@ MAX_USER_ID = 2**53 - 1
 EVENT_FIELDS = frozenset(
     {"event", "identity", "user_id", "timestamp", "properties", "idempotency_key", "session_id"}
 )
+USER_FIELDS = frozenset({"identity", "properties"})
+RESERVED_USER_PROPERTY = "id"  # any casing
 
 # ISO 8601 date-time with an explicit offset (Z or +hh:mm / +hhmm); fractions optional.
 _ISO_WITH_OFFSET = re.compile(
@@ -42,6 +62,13 @@ def _check_timestamp(value: Any, path: str) -> None:
         raise HeapValidationError(f"{path} is not a valid date-time")
     if year < 1:
         raise HeapValidationError(f"{path} is not a valid date-time")
+
+
+def _check_identity(identity: Any, path: str) -> None:
+    if not isinstance(identity, str) or not identity:
+        raise HeapValidationError(f"{path} should be a non-empty string")
+    if len(identity) > MAX_IDENTITY_CHARS:
+        raise HeapValidationError(f"{path} should have at most 255 characters")
 
 
 def _check_properties(value: Any, path: str) -> None:
@@ -77,11 +104,7 @@ def validate_event(event: Any, path: str, *, in_bulk: bool) -> None:
     if has_identity == has_user_id:
         raise HeapValidationError(f"{path} should have exactly one of identity, user_id")
     if has_identity:
-        identity = event["identity"]
-        if not isinstance(identity, str) or not identity:
-            raise HeapValidationError(f"{path}.identity should be a non-empty string")
-        if len(identity) > MAX_IDENTITY_CHARS:
-            raise HeapValidationError(f"{path}.identity should have at most 255 characters")
+        _check_identity(event["identity"], f"{path}.identity")
     else:
         user_id = event["user_id"]
         if not isinstance(user_id, str) or not user_id.isdigit() or int(user_id) > MAX_USER_ID:
@@ -185,3 +208,55 @@ def check_body(body: Any) -> tuple[str, list[dict[str, Any]]]:
     for index, event in enumerate(events):
         validate_event(event, f"postBody.events[{index}]", in_bulk=True)
     return app_id, events
+
+
+def validate_user(user: Any, path: str, *, in_bulk: bool) -> str:
+    """Raise HeapValidationError for the first rule an add_user_properties ``user`` breaks; return
+    its identity."""
+    if not isinstance(user, dict):
+        raise HeapValidationError(f"{path} should be object")
+    allowed = USER_FIELDS if in_bulk else USER_FIELDS | {"app_id"}
+    for key in user:
+        if key not in allowed:
+            raise HeapValidationError(f"{path}.{key} is not allowed")
+    if "identity" not in user:
+        raise HeapValidationError(f"{path}.identity is required")
+    _check_identity(user["identity"], f"{path}.identity")
+    if "properties" not in user:
+        raise HeapValidationError(f"{path}.properties is required")
+    properties = user["properties"]
+    _check_properties(properties, f"{path}.properties")
+    for key in properties:
+        if key.lower() == RESERVED_USER_PROPERTY:
+            raise HeapValidationError(f"{path}.properties['{key}'] is reserved (any casing of id)")
+    return user["identity"]
+
+
+def validate_user_properties_body(body: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Validate a single or bulk add_user_properties body; return (app_id, users), each user
+    ``{"identity", "properties"}``."""
+    if not isinstance(body, dict):
+        raise HeapValidationError("postBody should be object")
+    app_id = body.get("app_id")
+    if not isinstance(app_id, str) or not app_id:
+        raise HeapValidationError("postBody.app_id should be a non-empty string")
+    if "users" not in body:
+        identity = validate_user(body, "postBody", in_bulk=False)
+        return app_id, [{"identity": identity, "properties": body["properties"]}]
+    for key in body:
+        if key not in ("app_id", "users"):
+            raise HeapValidationError(f"postBody.{key} is not allowed")
+    users = body["users"]
+    if not isinstance(users, list) or not users:
+        raise HeapValidationError("postBody.users should be a non-empty array")
+    if len(users) > MAX_USERS_PER_REQUEST:
+        raise HeapValidationError(f"postBody.users should have at most {MAX_USERS_PER_REQUEST} items")
+    first: dict[str, int] = {}
+    for index, user in enumerate(users):
+        identity = validate_user(user, f"postBody.users[{index}]", in_bulk=True)
+        if identity in first:
+            raise HeapValidationError(
+                f"postBody.users[{index}].identity repeats postBody.users[{first[identity]}]"
+            )
+        first[identity] = index
+    return app_id, users
