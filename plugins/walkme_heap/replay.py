@@ -203,7 +203,6 @@ class _Run:
     def run(self) -> ReplaySummary:
         summary = self.summary
         origins = self.source.origins()
-        summary.origins = len(origins)
         self.origin_windows: dict[str, Window] = dict(getattr(self.source, "origin_windows", None) or {})
         if self.origin_windows:
             log.info(

@@ -83,8 +83,7 @@ class RateLimiter:
         return None
 
     def _drop_idle(self, now: float) -> None:
-        for key in [k for k, w in self._identities.items() if (w.prune(now), w.total)[1] == 0]:
-            del self._identities[key]
+        _drop_idle(self._identities, now)
 
 
 class UserPropertiesLimiter:
@@ -126,5 +125,10 @@ class UserPropertiesLimiter:
         return None
 
     def _drop_idle(self, now: float) -> None:
-        for key in [k for k, w in self._identities.items() if (w.prune(now), w.total)[1] == 0]:
-            del self._identities[key]
+        _drop_idle(self._identities, now)
+
+
+def _drop_idle(windows: dict[tuple[str, str], _Window], now: float) -> None:
+    """Forget the identities with nothing left in their window (bounds memory on long runs)."""
+    for key in [k for k, w in windows.items() if (w.prune(now), w.total)[1] == 0]:
+        del windows[key]

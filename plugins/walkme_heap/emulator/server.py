@@ -251,6 +251,16 @@ def public_settings(settings: EmulatorSettings) -> dict[str, Any]:
     return shown
 
 
+def _refuse_poisoned(poison: str | None, items: list[dict[str, Any]], where: str, kind: str) -> None:
+    """The ``poison`` fault: an item whose JSON holds the marker is refused as Heap refuses a bad one
+    (``where`` formats the item's index into its place in the body)."""
+    if not poison:
+        return
+    for index, item in enumerate(items):
+        if poison in json.dumps(item, ensure_ascii=False):
+            raise HeapValidationError(f"{where.format(index)} was rejected (poisoned {kind})")
+
+
 def _decode(raw: bytes) -> Any:
     """JSON text -> values: orjson for speed; the standard parser for what orjson refuses.
 
@@ -461,27 +471,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = _decode(raw)
             app_id, events = validate_body(body)
-            if settings.poison:
-                for index, event in enumerate(events):
-                    if settings.poison in json.dumps(event, ensure_ascii=False):
-                        raise HeapValidationError(f"postBody.events[{index}] was rejected (poisoned event)")
+            _refuse_poisoned(settings.poison, events, "postBody.events[{}]", "event")
         except (ValueError, HeapValidationError) as exc:
-            message = str(exc) if isinstance(exc, HeapValidationError) else "postBody is not JSON"
-            self._count("rejected_400")
-            self._reply(400, {"error": message})
+            self._refuse(exc, "")
             return
         now = state.clock()
         identities = [e.get("identity") or e.get("user_id") or "" for e in events]
         with state.lock:
             wait = state.limiter.admit(app_id, identities, now)
             if wait is not None:
-                state.counts["throttled_429"] += 1
-                headers = self._retry_after(wait)
-                self._reply(
-                    429,
-                    {"error": "rate limit exceeded"},
-                    headers if settings.retry_after else None,
-                )
+                self._throttle(wait, "")
                 return
             new, duplicates = state.record(app_id, events, now)
             drop_ack = state.random.random() < settings.drop_after_accept_rate
@@ -511,27 +510,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = _decode(raw)
             app_id, users = validate_user_properties_body(body)
-            if settings.poison:
-                for index, user in enumerate(users):
-                    if settings.poison in json.dumps(user, ensure_ascii=False):
-                        where = f"postBody.users[{index}]" if "users" in body else "postBody"
-                        raise HeapValidationError(f"{where} was rejected (poisoned user)")
+            where = "postBody.users[{}]" if "users" in body else "postBody"
+            _refuse_poisoned(settings.poison, users, where, "user")
         except (ValueError, HeapValidationError) as exc:
-            message = str(exc) if isinstance(exc, HeapValidationError) else "postBody is not JSON"
-            self._count(prefix + "rejected_400")
-            self._reply(400, {"error": message})
+            self._refuse(exc, prefix)
             return
         now = state.clock()
         with state.lock:
             wait = state.user_limiter.admit(app_id, [user["identity"] for user in users], now)
             if wait is not None:
-                state.counts[prefix + "throttled_429"] += 1
-                headers = self._retry_after(wait)
-                self._reply(
-                    429,
-                    {"error": "rate limit exceeded"},
-                    headers if settings.retry_after else None,
-                )
+                self._throttle(wait, prefix)
                 return
             created = state.record_users(app_id, users)
             drop_ack = state.random.random() < settings.drop_after_accept_rate
@@ -541,6 +529,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._count(prefix + "dropped_after_accept")
             raise _DropConnectionError
         self._reply(200, {"updated": len(users), "created": created})
+
+    def _refuse(self, exc: Exception, prefix: str) -> None:
+        """400 for a body that is not JSON or breaks the contract (counted under ``prefix``)."""
+        message = str(exc) if isinstance(exc, HeapValidationError) else "postBody is not JSON"
+        self._count(prefix + "rejected_400")
+        self._reply(400, {"error": message})
+
+    def _throttle(self, wait: float, prefix: str) -> None:
+        """429, with Retry-After when the settings ask for it; called with the state's lock held."""
+        state = self.server.state
+        state.counts[prefix + "throttled_429"] += 1
+        headers = self._retry_after(wait) if state.settings.retry_after else None
+        self._reply(429, {"error": "rate limit exceeded"}, headers)
 
     def _retry_after(self, wait: float) -> dict[str, str]:
         state = self.server.state
