@@ -8,13 +8,16 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.request import urlopen
 
 import pytest
 import requests
@@ -348,3 +351,32 @@ def first_occurrences(seen: SeenKeys, keys: list[str]) -> list[bool]:
 
 def dead_letters(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@contextmanager
+def running_api_server(airflow: list[str], env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """``airflow api-server`` (``airflow``: the command that runs Airflow) on a free loopback port,
+    its output in ``log_path``; its URL once it answers its health check (within 180 s)."""
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    urlopen(f"{url}/api/v2/monitor/health", timeout=2).read()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail("the API server did not start:\n" + log_path.read_text()[-3000:])
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

@@ -91,6 +91,22 @@ def run_day(
         client.close()
 
 
+def skipping(template: str, window: Window) -> CsvSource:
+    """The window's files, a missing one skipped (replayed as empty, and recorded missing)."""
+    return CsvSource(template, window, on_missing="skip")
+
+
+def run_before_its_file_lands(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str, template: str, n: int
+) -> Any:
+    """Day ``n``'s run while its file is not there yet (skipped); then the file lands."""
+    path = tmp_path / f"webhooks_{day(n).label}.csv"
+    path.rename(tmp_path / "held_back.csv")
+    summary = run_day(emulator, ledger, tmp_path, pipeline, skipping(template, day(n)), day(n))
+    (tmp_path / "held_back.csv").rename(path)
+    return summary
+
+
 def identities(emulator: HeapEmulator) -> Counter[str]:
     return Counter(e["identity"] for e in received(emulator))
 
@@ -349,7 +365,7 @@ def test_a_day_replayed_empty_because_its_file_was_missing_is_rechecked_by_later
     (tmp_path / f"webhooks_{day(1).label}.csv").rename(held)
 
     def source(d: int) -> CsvSource:
-        return CsvSource(template, day(d), on_missing="skip")
+        return skipping(template, day(d))
 
     first = {d: run_day(emulator, ledger, tmp_path, pipeline, source(d), day(d)) for d in (0, 1)}
     assert first[1].read == 0 and "partial" in (first[1].dead_letters or "")
@@ -382,10 +398,10 @@ def test_a_missing_file_is_rechecked_only_within_the_bound_and_by_a_rerun_of_its
     for d in (0, 1, 2, 3):  # day 0's file only arrives after day 3's run: past day 0's bound
         if d == 0:
             (tmp_path / f"webhooks_{day(0).label}.csv").rename(tmp_path / "held_back.csv")
-        run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(d), on_missing="skip"), day(d))
+        run_day(emulator, ledger, tmp_path, pipeline, skipping(template, day(d)), day(d))
     (tmp_path / "held_back.csv").rename(tmp_path / f"webhooks_{day(0).label}.csv")
     nxt = Window(day(3).end, day(3).end + timedelta(days=1))
-    beyond = run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, nxt, on_missing="skip"), nxt)
+    beyond = run_day(emulator, ledger, tmp_path, pipeline, skipping(template, nxt), nxt)
     assert beyond.origins == 0  # day 0 is past day 4's bound: not looked for
 
     # a re-run of day 0 (the manual run) reads it, and records it found: no later run looks again
@@ -398,15 +414,13 @@ def test_a_dry_run_rechecks_missing_files_too_and_records_nothing(
     emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
 ) -> None:
     template = write_files(tmp_path)
-    (tmp_path / f"webhooks_{day(1).label}.csv").rename(tmp_path / "held_back.csv")
-    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(1), on_missing="skip"), day(1))
-    (tmp_path / "held_back.csv").rename(tmp_path / f"webhooks_{day(1).label}.csv")
+    run_before_its_file_lands(emulator, ledger, tmp_path, pipeline, template, 1)
     dry = run_day(
         emulator,
         ledger,
         tmp_path,
         pipeline,
-        CsvSource(template, day(2), on_missing="skip"),
+        skipping(template, day(2)),
         day(2),
         dry_run=True,
     )
@@ -437,23 +451,19 @@ def test_a_trial_run_that_stops_at_its_row_limit_does_not_mark_a_missing_file_fo
     emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, pipeline: str
 ) -> None:
     template = write_files(tmp_path)
-    (tmp_path / f"webhooks_{day(1).label}.csv").rename(tmp_path / "held_back.csv")
-    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(1), on_missing="skip"), day(1))
-    (tmp_path / "held_back.csv").rename(tmp_path / f"webhooks_{day(1).label}.csv")
+    run_before_its_file_lands(emulator, ledger, tmp_path, pipeline, template, 1)
     trial = run_day(
         emulator,
         ledger,
         tmp_path,
         pipeline,
-        CsvSource(template, day(2), on_missing="skip"),
+        skipping(template, day(2)),
         day(2),
         row_limit=2,
     )
     assert trial.read == 2
     assert len(ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end))) == 1  # still looked for
-    full = run_day(
-        emulator, ledger, tmp_path, pipeline, CsvSource(template, day(2), on_missing="skip"), day(2)
-    )
+    full = run_day(emulator, ledger, tmp_path, pipeline, skipping(template, day(2)), day(2))
     assert full.origins == 2 and ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end)) == []
 
 
@@ -464,15 +474,13 @@ def test_a_path_missing_for_several_windows_is_read_for_all_of_them(
     1: the day-2 run that finds it sends both days' events, not only the first window's."""
     template = str(tmp_path / "month_{start:%Y-%m}.csv")
     for d in (0, 1):
-        run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(d), on_missing="skip"), day(d))
+        run_day(emulator, ledger, tmp_path, pipeline, skipping(template, day(d)), day(d))
     with (tmp_path / "month_2024-03.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
         for n, d in enumerate((0, 1)):
             writer.writerow([f"month-{d}", ms(d, 12), "play", "wt", "1", f"s-{n}", "t"])
-    late = run_day(
-        emulator, ledger, tmp_path, pipeline, CsvSource(template, day(2), on_missing="skip"), day(2)
-    )
+    late = run_day(emulator, ledger, tmp_path, pipeline, skipping(template, day(2)), day(2))
     assert identities(emulator) == Counter({"month-0": 1, "month-1": 1})
     assert late.sent == 2 and late.total_skipped == 0
 
@@ -487,12 +495,12 @@ def test_a_rerun_of_the_window_that_found_a_late_file_reads_it_again(
     with late_file.open("a", newline="") as handle:
         csv.writer(handle).writerow(["user-bad", "not a time", "play", "wt", "1", "s-x", "t"])
     late_file.rename(tmp_path / "held_back.csv")
-    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(3), on_missing="skip"), day(3))
+    run_day(emulator, ledger, tmp_path, pipeline, skipping(template, day(3)), day(3))
     (tmp_path / "held_back.csv").rename(late_file)
     nxt = Window(day(3).end, day(3).end + timedelta(days=1))
 
     def run_next() -> Any:
-        source = CsvSource(template, nxt, on_missing="skip")
+        source = skipping(template, nxt)
         return run_day(emulator, ledger, tmp_path, pipeline, source, nxt)
 
     first, again = run_next(), run_next()
@@ -510,9 +518,9 @@ def test_a_late_file_that_cannot_be_read_does_not_fail_the_run_that_finds_it(
     template = write_files(tmp_path)
     late_file = tmp_path / f"webhooks_{day(1).label}.csv"
     late_file.rename(tmp_path / "held_back.csv")
-    run_day(emulator, ledger, tmp_path, pipeline, CsvSource(template, day(1), on_missing="skip"), day(1))
+    run_day(emulator, ledger, tmp_path, pipeline, skipping(template, day(1)), day(1))
     late_file.write_text("created_at,type\n1710000000000,play\n")  # no identity column
-    source = CsvSource(template, day(2), on_missing="skip")
+    source = skipping(template, day(2))
     summary = run_day(emulator, ledger, tmp_path, pipeline, source, day(2))
     assert summary.origins == 1 and summary.read == sum(1 for e in EVENTS if e[0] == 2)
     (still,) = ledger.runs.missing_files(pipeline, Window(day(0).start, day(3).end))

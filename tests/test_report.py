@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from airflow.api_fastapi.core_api.security import get_user
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.helpers import DATA, free_port
+from tests.helpers import DATA, running_api_server
 from walkme_heap import report
 from walkme_heap.dag_factory import build_dags
 from walkme_heap.deadletters import DeadLetters
@@ -557,54 +556,20 @@ PASSWORDS = {"viewer": "viewer-password", "nobody": "nobody-password"}
 def api_server(report_home: Path, airflow_db: Path) -> Iterator[str]:
     """Airflow's own API server, with this project's plugin and the simple auth manager's users, on a
     free loopback port."""
-    port = free_port()
     passwords = report_home.parent / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
-    log = open(report_home.parent / "api-server.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow",
-            "api-server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env={
-            **os.environ,
-            "WALKME_HEAP_HOME": str(report_home),
-            "AIRFLOW__CORE__AUTH_MANAGER": f"{SimpleAuthManager.__module__}.{SimpleAuthManager.__name__}",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "viewer:viewer,nobody:",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urlopen(f"{url}/api/v2/monitor/health", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.close()
-                    pytest.fail(
-                        "the API server did not start:\n"
-                        + (report_home.parent / "api-server.log").read_text()[-3000:]
-                    )
-                time.sleep(0.5)
+    env = {
+        **os.environ,
+        "WALKME_HEAP_HOME": str(report_home),
+        "AIRFLOW__CORE__AUTH_MANAGER": f"{SimpleAuthManager.__module__}.{SimpleAuthManager.__name__}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "viewer:viewer,nobody:",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+    }
+    with running_api_server(
+        [sys.executable, "-m", "airflow"], env, report_home.parent / "api-server.log"
+    ) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:

@@ -14,6 +14,22 @@ from pathlib import Path
 from tests.helpers import ROOT, free_port
 
 
+def sqlite_local_executor(home: Path) -> dict[str, str]:
+    """Settings of a one-machine deployment: LocalExecutor on a SQLite metadata database in ``home``
+    (shared by the components: writers wait for each other, see ``airflow_settings``)."""
+    return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": (
+            "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS"
+        ),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
+            "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS_ASYNC"
+        ),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+    }
+
+
 class Deployment:
     """One pipelines file, whose day files are in ``data`` (``{exports}`` in ``pipelines``); ``env``
     adds to the base settings (executor, database, connections ...)."""

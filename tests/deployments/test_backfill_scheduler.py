@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.deployments.deployment import Deployment
+from tests.deployments.deployment import Deployment, sqlite_local_executor
 from tests.helpers import expected_keys, received, write_day
 from walkme_heap.emulator import EmulatorSettings, HeapEmulator
 from walkme_heap.window import Window
@@ -41,15 +41,7 @@ class BackfillDeployment(Deployment):
             "      path: {exports}/day_{date:%Y-%m-%d}.csv\n"
             "    mapping:\n      event_name: {event_type: complete}\n",
             {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": (
-                    "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS"
-                ),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
-                    "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS_ASYNC"
-                ),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "4",
+                **sqlite_local_executor(home),
                 "AIRFLOW_CONN_HEAP_DEFAULT": (
                     f'{{"conn_type": "heap", "host": "{emulator.url}", "login": "bf-app", '
                     f'"extra": {{"app_rate_limit": {APP_LIMIT}}}}}'

@@ -15,17 +15,15 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from urllib.request import urlopen
 
 import pytest
 
-from tests.helpers import DATA, ROOT, free_port, received
+from tests.helpers import DATA, ROOT, received, running_api_server
 from tests.test_report import BROWSER_FLAGS, PASSWORDS, _CookieSetter, chromium, fetch, log_in
 from walkme_heap.emulator import HeapEmulator
 
@@ -181,32 +179,9 @@ def test_dags_test_replays_the_day_into_heap(installed: Installed) -> None:
 
 @pytest.fixture(scope="module")
 def api_server(installed: Installed) -> Iterator[str]:
-    port = free_port()
-    log = (installed.home / "api-server.log").open("wb")
-    airflow = str(installed.home / "venv" / "bin" / "airflow")
-    process = subprocess.Popen(
-        [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=installed.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urlopen(f"{url}/api/v2/monitor/health", timeout=2).read()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, (
-                    installed.home / "api-server.log"
-                ).read_text()[-3000:]
-                time.sleep(0.5)
+    airflow = [str(installed.home / "venv" / "bin" / "airflow")]
+    with running_api_server(airflow, installed.env, installed.home / "api-server.log") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_the_connection_form_has_the_heap_fields(installed: Installed, api_server: str) -> None:

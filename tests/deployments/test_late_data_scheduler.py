@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deployments.deployment import Deployment
+from tests.deployments.deployment import Deployment, sqlite_local_executor
 from tests.helpers import DATA, PG_DSN, ROOT, postgres_connection, received
 from walkme_heap.emulator import HeapEmulator
 
@@ -107,15 +107,7 @@ class LateDeployment(Deployment):
             home,
             pipelines_yaml(MISSING_DAY, self.warehouse),
             {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": (
-                    "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS"
-                ),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": (
-                    "tests.deployments.airflow_settings.SQLITE_CONNECT_ARGS_ASYNC"
-                ),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "4",
+                **sqlite_local_executor(home),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",  # sees end_date moved on
                 "AIRFLOW_CONN_HEAP_DEFAULT": json.dumps(
