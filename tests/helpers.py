@@ -330,6 +330,18 @@ def declared_schema() -> dict[str, tuple[set[str], set[str]]]:
 
 
 # -- what the product keeps, read the way a test wants it -----------------------------------------------
+def open_ledger_of_kind(kind: str, sqlite_path: str) -> Ledger:
+    """The ledger a test's child process opens: the parent's database (``postgres``, ``mysql``, or
+    the SQLite file at ``sqlite_path``)."""
+    if kind == "postgres":
+        import psycopg
+
+        return Ledger(lambda: psycopg.connect(PG_DSN), "%s")
+    if kind == "mysql":
+        return Ledger(mariadb_connect, "%s")
+    return Ledger.sqlite(sqlite_path)
+
+
 def run_records(ledger: Ledger, pipeline: str) -> list[dict[str, Any]]:
     """A pipeline's run records, newest first."""
     return ledger.database.fetch_records(

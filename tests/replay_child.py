@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import sys
 
-from tests.helpers import DAY, PG_DSN, SPEC, mariadb_connect
+from tests.helpers import DAY, SPEC, open_ledger_of_kind
 from walkme_heap.deadletters import DeadLetters
 from walkme_heap.delivery.client import HeapClient
-from walkme_heap.ledger import Ledger
 from walkme_heap.replay import ReplayOptions, replay
 from walkme_heap.sources.csv_files import CsvSource
 
 path, url, kind, sqlite_path, pipeline, dead = sys.argv[1:7]
-if kind == "postgres":
-    import psycopg
-
-    ledger = Ledger(lambda: psycopg.connect(PG_DSN), "%s")
-elif kind == "mysql":
-    ledger = Ledger(mariadb_connect, "%s")
-else:
-    ledger = Ledger.sqlite(sqlite_path)
+ledger = open_ledger_of_kind(kind, sqlite_path)
 replay(
     pipeline,
     CsvSource(path, DAY, chunk_rows=100),

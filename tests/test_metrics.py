@@ -35,6 +35,10 @@ def summary(**counts: object) -> ReplaySummary:
         "waited_seconds": 1.25,
         "app_id": "1234567890",
         "newest_sent": "2024-03-10T23:59:59.999+00:00",
+        "users": 6,
+        "users_updated": 4,
+        "users_unchanged": 1,
+        "users_refused": 1,
         **counts,
     }
     return ReplaySummary("web", DAY.as_dict(), **settings)  # type: ignore[arg-type]
@@ -65,6 +69,8 @@ def test_each_count_goes_out_tagged_and_under_the_pipelines_name() -> None:
         "requests.retries": 5,
         "rate_limit.waited": 1250.0,  # ms, as Airflow's timing takes it
         "newest_sent.seconds_ago": 86_400.001,  # to NOW, 2024-03-12 00:00
+        "users.updated": 4,
+        "users.refused": 1,
     }
     assert set(expected) == set(METRICS)
     for metric, value in expected.items():
@@ -72,6 +78,12 @@ def test_each_count_goes_out_tagged_and_under_the_pipelines_name() -> None:
         assert (plain.kind, plain.value) == (METRICS[metric][0], value), metric
         assert sum(p.value for p in named[f"walkme_heap.{metric}"]) == value, metric
     assert len(named) == 2 * len(METRICS)
+
+
+def test_a_run_without_user_properties_sends_no_user_series() -> None:
+    named = by_name(points(summary(users=0, users_updated=0, users_unchanged=0, users_refused=0), NOW))
+    assert not [name for name in named if ".users." in name]
+    assert "walkme_heap.events.sent" in named
 
 
 def test_invalid_rejected_and_skipped_counts_carry_their_reason_as_a_tag() -> None:

@@ -16,8 +16,10 @@ from typing import Any
 import yaml
 
 from walkme_heap.heap_api import MAX_EVENT_NAME_CHARS
-from walkme_heap.mapping.presets import PRESETS, ROLES
-from walkme_heap.mapping.spec import EventNameSpec, MappingSpec
+from walkme_heap.mapping.columns import matches_any
+from walkme_heap.mapping.presets import PRESET_USER_COLUMNS, PRESETS, ROLES
+from walkme_heap.mapping.spec import EventNameSpec, MappingSpec, UserPropertiesSpec
+from walkme_heap.mapping.user_properties import default_name, name_problem
 from walkme_heap.sharding import MAX_SHARDS
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
 from walkme_heap.sources.factory import SOURCE_TYPES
@@ -293,7 +295,51 @@ def _event_name(section: _Section) -> EventNameSpec:
     return spec
 
 
-def _mapping(section: _Section) -> MappingSpec:
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _user_properties(section: _Section, preset: str | None) -> UserPropertiesSpec:
+    """The ``user_properties`` section: user attribute columns, their Heap names, and options."""
+    columns = section.strings("columns")
+    if not columns and preset not in PRESET_USER_COLUMNS:
+        raise section.fail("columns", "is required when mapping.preset is none (globs over the headers)")
+    patterns = columns or tuple(PRESET_USER_COLUMNS[preset or ""])
+    names = section.string_map("names")
+    for column, name in names.items():
+        problem = name_problem(name)
+        if problem:
+            raise section.fail("names", f"gives column {column!r} the Heap name {name!r}, which {problem}")
+        if not matches_any(column, patterns):
+            raise section.fail(
+                "names",
+                f"renames {column!r}, which user_properties.columns ({', '.join(patterns)}) does not select",
+            )
+    targets = list(names.values())
+    for column in columns:
+        name = names.get(column, default_name(column))
+        problem = "" if _GLOB.search(column) else name_problem(name)
+        if problem:
+            raise section.fail(
+                "columns",
+                f"selects {column!r}, whose Heap name {name!r} {problem}: give it another under "
+                "user_properties.names",
+            )
+        if not _GLOB.search(column) and column not in names:
+            targets.append(name)
+    repeated = sorted({t for t in targets if targets.count(t) > 1})
+    if repeated:
+        raise section.fail("names", f"gives two columns the Heap name {repeated[0]!r}")
+    spec = UserPropertiesSpec(
+        columns=columns,
+        names=tuple(sorted(names.items())),
+        keep_on_events=section.get("keep_on_events", bool, False),
+        empty_erases=section.get("empty_erases", bool, False),
+    )
+    section.done()
+    return spec
+
+
+def _mapping(section: _Section, user_properties: _Section | None = None) -> MappingSpec:
     preset = section.get("preset", str, "webhook")
     if preset not in (*PRESETS, "none"):
         raise section.fail("preset", f"must be one of {', '.join(PRESETS)}, none; got {preset!r}")
@@ -311,6 +357,10 @@ def _mapping(section: _Section) -> MappingSpec:
     props = section.section("properties")
     include, exclude = props.strings("include"), props.strings("exclude")
     props.done()
+    if "user_properties" in section.data:
+        if user_properties is not None:
+            raise section.fail("user_properties", "is set twice: keep the pipeline's user_properties section")
+        user_properties = section.section("user_properties")
     spec = MappingSpec(
         preset=None if preset == "none" else preset,
         columns=columns,
@@ -318,6 +368,9 @@ def _mapping(section: _Section) -> MappingSpec:
         include_properties=include,
         exclude_properties=exclude,
         include_non_production=section.get("include_non_production", bool, False),
+        user_properties=None
+        if user_properties is None
+        else _user_properties(user_properties, None if preset == "none" else preset),
     )
     section.done()
     return spec
@@ -354,7 +407,10 @@ def parse_pipeline(name: str, data: Any, where: str, base_dir: Path) -> Pipeline
     pipeline = Pipeline(
         name=name,
         source=_source(top.section("source"), base_dir),
-        mapping=_mapping(top.section("mapping")),
+        mapping=_mapping(
+            top.section("mapping"),
+            top.section("user_properties") if "user_properties" in top.data else None,
+        ),
         start_date=_when(top, "start_date", required=True),  # type: ignore[arg-type]
         end_date=_when(top, "end_date", required=False),
         schedule=schedule,

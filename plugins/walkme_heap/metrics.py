@@ -52,6 +52,8 @@ METRICS: dict[str, tuple[Kind, str]] = {
     "requests.retries": ("counter", "requests sent again (5xx, timeouts, dropped connections)"),
     "rate_limit.waited": ("timer", "time spent waiting for the rate limits and after 429s (ms)"),
     "newest_sent.seconds_ago": ("gauge", "now minus the newest event time Heap acknowledged (s)"),
+    "users.updated": ("counter", "users whose properties Heap acknowledged (pipelines with user_properties)"),
+    "users.refused": ("counter", "users whose properties Heap refused (dead letters)"),
 }
 
 
@@ -118,6 +120,9 @@ def points(summary: ReplaySummary, now: datetime) -> list[Point]:
         "requests.retries": summary.retries,
         "rate_limit.waited": round(summary.waited_seconds * 1000.0, 3),
         "newest_sent.seconds_ago": lag_seconds(summary, now),
+        # only from a run with users to sync: a pipeline without user_properties has no such series
+        "users.updated": summary.users_updated if summary.users else None,
+        "users.refused": summary.users_refused if summary.users else None,
     }
     out: list[Point] = []
     for metric, value in values.items():

@@ -86,3 +86,17 @@ class Outcomes:
                 payload=rejected.event,
                 attempts=rejected.attempts,
             )
+
+    def user_refused(self, user: dict[str, Any], message: str, reason: str, attempts: int = 1) -> None:
+        """A user whose properties Heap refused (isolated like an event), or one too large for any
+        request: counted by the caller (``users_refused``), dead-lettered here with the user."""
+        if self.dead_letters is not None:
+            self.dead_letters.add(
+                origin="",
+                row=None,
+                outcome="user_refused",
+                reason=f"user_properties_{reason}",
+                message=message,
+                payload=user,
+                attempts=attempts,
+            )

@@ -34,19 +34,23 @@ from walkme_heap.delivery.budget import app_budget
 from walkme_heap.delivery.client import HeapClient
 from walkme_heap.delivery.outbox import DryRunOutbox, Outbox, Undelivered
 from walkme_heap.delivery.sender import RetryPolicy
+from walkme_heap.delivery.user_properties import UserSync, UserSyncOptions
 from walkme_heap.heap_api import (
     APP_EVENTS_PER_MINUTE,
     DEFAULT_MAX_BATCH_BYTES,
     IDENTITY_EVENTS_PER_MINUTE,
     MAX_EVENTS_PER_REQUEST,
+    USER_PROPERTIES_REQUESTS_PER_WINDOW,
 )
 from walkme_heap.home import default_work_dir, remove_stale_files
 from walkme_heap.ledger import Ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT, LateData, MissingFile
+from walkme_heap.ledger.user_properties import UserPropertyStates
 from walkme_heap.mapping.columns import MissingColumnsError, bind_columns
 from walkme_heap.mapping.mapper import LATE, Mapper
 from walkme_heap.mapping.spec import MappingSpec
 from walkme_heap.mapping.timestamps import format_ms
+from walkme_heap.mapping.user_properties import LatestUserValues
 from walkme_heap.outcomes import Outcomes
 from walkme_heap.progress import PROGRESS_SECONDS, Progress
 from walkme_heap.sharding import Shard
@@ -89,6 +93,8 @@ class ReplayOptions:
     max_bytes: int = DEFAULT_MAX_BATCH_BYTES
     app_limit: int | None = APP_EVENTS_PER_MINUTE
     identity_limit: int | None = IDENTITY_EVENTS_PER_MINUTE
+    # add_user_properties requests per 30 s naming one identity (None: no pacing)
+    user_requests_per_identity: int | None = USER_PROPERTIES_REQUESTS_PER_WINDOW
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_invalid_ratio: float = 0.1
     run_id: str | None = None
@@ -134,8 +140,12 @@ class _Run:
         dead_letters: DeadLetters | None,
         acknowledged: np.ndarray,
         work_dir: Path,
+        user_states: UserPropertyStates | None = None,
     ) -> None:
         self.pipeline, self.source, self.spec, self.window = pipeline, source, spec, window
+        self.client, self.user_states = client, user_states
+        # each identity's latest user attribute values (a pipeline with ``user_properties``)
+        self.users = LatestUserValues(spec.user_properties) if spec.user_properties is not None else None
         self.accepted = options.accepted(window)
         self._window_stamp = format_ms(np.array([window.start_ms]))[0]  # as events' timestamps read
         self.options, self.ledger = options, ledger
@@ -215,8 +225,10 @@ class _Run:
         mappers: dict[str, Mapper] = {}
         for origin in origins:
             try:
-                bound = bind_columns(self.spec, self.source.headers(origin), origin)
-                mappers[origin] = Mapper(self.spec, bound)
+                headers = self.source.headers(origin)
+                mapper = Mapper(self.spec, bind_columns(self.spec, headers, origin))
+                mapper.check_user_columns(headers)
+                mappers[origin] = mapper
             except (MissingColumnsError, SourceError) as exc:
                 if origin not in self.origin_windows:
                     raise
@@ -234,6 +246,8 @@ class _Run:
             self._chunk(chunk, mapper)
         try:
             self.outbox.finish()
+            if self.users is not None:
+                self._send_users(self.users)
         except Undelivered as exc:  # caused by RetriesExhausted, HeapRefused or lasting 429s
             raise DeliveryError(str(exc), summary, retryable=exc.retryable) from exc.__cause__
         self.progress.log()
@@ -243,7 +257,34 @@ class _Run:
         summary.waited_seconds = self.outbox.waited_seconds
         if summary.unaccounted:
             raise AssertionError(f"counts do not reconcile: {summary.unaccounted} rows unaccounted")
+        if summary.users_unaccounted:
+            raise AssertionError(
+                f"user counts do not reconcile: {summary.users_unaccounted} users unaccounted"
+            )
         return summary
+
+    def _send_users(self, users: LatestUserValues) -> None:
+        """After the events: each identity's latest attribute values, what changed, to Heap."""
+        options = self.options
+        UserSync(
+            self.pipeline,
+            self.client,
+            self.user_states,
+            self.summary.app_id,
+            UserSyncOptions(
+                dry_run=options.dry_run,
+                force=options.force,
+                max_bytes=options.max_bytes,
+                retry=options.retry,
+                requests_per_identity=options.user_requests_per_identity,
+                progress_seconds=options.progress_seconds,
+                clock=options.clock,
+                sleep=options.sleep,
+            ),
+            self.summary,
+            self.outcomes,
+            heartbeat=self.progress.tick,
+        ).send(users)
 
     def _chunks(self, origins: list[str], mappers: dict[str, Mapper]) -> Iterator[tuple[Chunk, Mapper]]:
         """Every origin's chunks in order; a trial run's ``row_limit`` stops reading early."""
@@ -279,6 +320,9 @@ class _Run:
         )
         self.summary.past_bound_days.update(mapped.too_late_days)
         self.outcomes.mapped(chunk, mapped)
+        if self.users is not None and mapped.users is not None:
+            self.users.add(mapped.users)
+            self.summary.user_values_truncated += mapped.truncated_user_values
         if not mapped.events:
             return
         new = self.new_events.select(mapped.events)
@@ -339,12 +383,16 @@ def replay(
             "already sent: what the ledger holds for %s",
             f"Heap app {app_id}" if app_id is not None else "any Heap app (no app id given)",
         )
+    # What Heap holds of users' properties: read by a dry run too (honest counts), written by others.
+    user_states = ledger.user_properties if ledger is not None and spec.user_properties is not None else None
     if options.dry_run:  # a dry run writes nothing: no ledger rows, no dead letters
         client, ledger = None, None
         if dead_letters is not None:
             dead_letters.discard()
             dead_letters = None
-    run = _Run(pipeline, source, spec, window, client, options, ledger, dead_letters, acknowledged, work)
+    run = _Run(
+        pipeline, source, spec, window, client, options, ledger, dead_letters, acknowledged, work, user_states
+    )
     run.summary.app_id = app_id
     runs = ledger.runs if ledger is not None else None
     record = None

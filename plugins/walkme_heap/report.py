@@ -359,6 +359,7 @@ COLUMNS = [
     ("invalid", "Invalid"),
     ("rejected", "Rejected"),
     ("skipped", "Skipped"),
+    ("users", "Users updated / unchanged / refused"),
     ("finished_at", "Last run"),
     ("dead_letters", "Dead letters"),
 ]
@@ -370,6 +371,12 @@ def _cell(key: str, value: Any) -> str:
     if key == "finished_at":
         return str(value)[:16].replace("T", " ") + " UTC"
     return str(value)
+
+
+def _users_cell(run: dict[str, Any]) -> str:
+    """User properties of a run that synced them ("" for one that did not)."""
+    counts = [run.get(name) for name in ("users_updated", "users_unchanged", "users_refused")]
+    return "" if all(c is None for c in counts) else " / ".join(str(c or 0) for c in counts)
 
 
 def _dead_letters_cell(run: dict[str, Any]) -> str:
@@ -432,7 +439,13 @@ def render(data: dict[str, Any], pipeline: str | None, day: str | None, notices:
         )
         cells = "".join(
             f'<td data-col="{key}">'
-            + html.escape(_dead_letters_cell(run) if key == "dead_letters" else _cell(key, run.get(key)))
+            + html.escape(
+                _dead_letters_cell(run)
+                if key == "dead_letters"
+                else _users_cell(run)
+                if key == "users"
+                else _cell(key, run.get(key))
+            )
             + "</td>"
             for key, _ in COLUMNS
         )
@@ -451,7 +464,7 @@ td[data-col=dead_letters] {{ word-break: break-all; white-space: pre-line; }}
 </style></head><body><h1>{title}</h1>{"".join(f'<p class="notice">{html.escape(n)}</p>' for n in notices)}
 <p class="ledgers">Ledger: {html.escape("; ".join(data["ledgers"]))}</p>{_chart(data["sent_per_day"])}
 <table id="days"><thead><tr>{head}</tr></thead><tbody>{
-        "".join(rows) or '<tr><td colspan="12">No replays recorded yet.</td></tr>'
+        "".join(rows) or '<tr><td colspan="13">No replays recorded yet.</td></tr>'
     }</tbody></table>{_event_days(data.get("event_days", []), day)}</body></html>"""
 
 

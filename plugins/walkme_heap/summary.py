@@ -6,6 +6,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+USER_COUNTS = (
+    "users",
+    "users_updated",
+    "users_unchanged",
+    "users_refused",
+    "users_unsent",
+    "user_values_sent",
+    "user_requests",
+    "user_retries",
+    "user_throttled",
+    "user_values_truncated",
+)
+
 
 @dataclass
 class ReplaySummary:
@@ -42,6 +55,18 @@ class ReplaySummary:
     # The newest event time Heap acknowledged in the run (ISO text as sent, ``format_ms``): how
     # fresh Heap's data is (the lag metric). Not a count: outside the reconciliation.
     newest_sent: str | None = None
+    # User properties (a pipeline with ``user_properties``), outside the rows' reconciliation: users
+    # with attribute values in the window = updated + unchanged + refused + unsent.
+    users: int = 0
+    users_updated: int = 0  # acknowledged by Heap (in a dry run: would be sent)
+    users_unchanged: int = 0  # Heap holds their values already (or newer ones): nothing sent
+    users_refused: int = 0  # refused by Heap (400, isolated) or too large: dead-lettered
+    users_unsent: int = 0  # when a run stops: sent when the day runs again
+    user_values_sent: int = 0  # property values in the acknowledged users
+    user_requests: int = 0
+    user_retries: int = 0
+    user_throttled: int = 0  # 429 answers to add_user_properties
+    user_values_truncated: int = 0  # attribute values cut to 1023 characters (per row read)
 
     @property
     def total_invalid(self) -> int:
@@ -59,6 +84,11 @@ class ReplaySummary:
     def oldest_late_day(self) -> str | None:
         """The oldest day of an event later than the lateness bound (where a manual run starts)."""
         return min(self.past_bound_days) if self.past_bound_days else None
+
+    @property
+    def users_unaccounted(self) -> int:
+        """Users with values but in no bucket: must be 0, checked at the end of every run."""
+        return self.users - self.users_updated - self.users_unchanged - self.users_refused - self.users_unsent
 
     @property
     def unaccounted(self) -> int:
@@ -102,7 +132,26 @@ class ReplaySummary:
             "shard": self.shard,
             "app_id": self.app_id,
             "newest_sent": self.newest_sent,
+            **{name: getattr(self, name) for name in USER_COUNTS},
         }
+
+    def _user_rows(self) -> list[tuple[str, Any]]:
+        """The user properties' lines of ``table`` (none when the pipeline syncs none)."""
+        if not (self.users or self.user_values_truncated):
+            return []
+        verb = "would be updated" if self.dry_run else "updated"
+        return [
+            ("users with attribute values", self.users),
+            (f"users {verb} (add_user_properties)", f"{self.users_updated} ({self.user_values_sent} values)"),
+            ("users unchanged (ledger)", self.users_unchanged),
+            ("users refused", self.users_refused),
+            *([("users unsent", self.users_unsent)] if self.users_unsent else []),
+            (
+                "user requests / retries / 429s",
+                f"{self.user_requests} / {self.user_retries} / {self.user_throttled}",
+            ),
+            ("user values truncated", self.user_values_truncated),
+        ]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReplaySummary:
@@ -142,6 +191,7 @@ class ReplaySummary:
             shard=data.get("shard"),
             app_id=data.get("app_id"),
             newest_sent=data.get("newest_sent"),
+            **{name: int(data.get(name) or 0) for name in USER_COUNTS},
         )
 
     @classmethod
@@ -162,7 +212,16 @@ class ReplaySummary:
         )
         total.origins = max(p.origins for p in parts)
         for part in parts:
-            for name in ("read", "sent", "already_sent", "batches", "retries", "throttled", "unsent"):
+            for name in (
+                "read",
+                "sent",
+                "already_sent",
+                "batches",
+                "retries",
+                "throttled",
+                "unsent",
+                *USER_COUNTS,
+            ):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.truncated_values += part.truncated_values
             total.late_events += part.late_events
@@ -201,6 +260,7 @@ class ReplaySummary:
             ("retries / 429s", f"{self.retries} / {self.throttled}"),
             ("waited for rate limits", f"{self.waited_seconds:.1f} s"),
             ("values truncated", self.truncated_values),
+            *self._user_rows(),
             ("seconds", f"{self.seconds:.2f}"),
             ("dead letters", self.dead_letters or "-"),
         ]
@@ -213,5 +273,13 @@ class ReplaySummary:
                 f"read {self.read} = sent + already sent + skipped + invalid + rejected = {reconciled}",
             )
         )
+        if self.users:
+            rows.append(
+                (
+                    "users reconciliation",
+                    f"users {self.users} = updated + unchanged + refused + unsent = "
+                    f"{self.users - self.users_unaccounted}",
+                )
+            )
         width = max(len(label) for label, _ in rows)
         return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)

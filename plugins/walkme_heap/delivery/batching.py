@@ -1,4 +1,5 @@
 """Where batches are built: at most 1000 events and at most ``max_bytes`` of JSON per request.
+(The same packing builds ``add_user_properties`` requests: ``field="users"``, 1000 users.)
 
 A run of up to 1000 events is encoded in one call (orjson, a JSON array): when it fits the byte cap,
 that array is the request's events, exactly as measured. Otherwise the events are encoded one by
@@ -62,12 +63,14 @@ class Batcher:
         app_id: str,
         max_events: int = MAX_EVENTS_PER_REQUEST,
         max_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        *,
+        field: str = "events",
     ) -> None:
         if not 1 <= max_events <= MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"max_events must be between 1 and {MAX_EVENTS_PER_REQUEST}")
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.head = b'{"app_id":' + orjson.dumps(app_id) + b',"events":['
+        self.head = b'{"app_id":' + orjson.dumps(app_id) + b',"' + field.encode() + b'":['
         self.envelope = len(self.head) + 2  # "]}"
         if max_bytes < self.envelope + 256:
             raise ValueError("max_bytes is too small for a single event")

@@ -102,11 +102,13 @@ class HeapClient:
             session.mount("http://", adapter)
         self.session = session
 
-    def post(self, body: bytes) -> requests.Response:
-        """Send one body; raise HeapRequestError unless Heap acknowledges it (200, not a page)."""
+    def post(self, body: bytes, path: str = TRACK_PATH) -> requests.Response:
+        """Send one body (to ``path``: the track API unless told); raise HeapRequestError unless
+        Heap acknowledges it (200, not a page)."""
+        url = self.base_url + path
         try:
             response = self.session.post(
-                self.url,
+                url,
                 data=body,
                 headers={"Content-Type": "application/json"},
                 timeout=self.timeout,
@@ -118,28 +120,28 @@ class HeapClient:
         if status == 200 and not _is_page(response):
             return response
         retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-        raise HeapRequestError(status, self._explain(response), retry_after)
+        raise HeapRequestError(status, self._explain(response, url), retry_after)
 
-    def _explain(self, response: requests.Response) -> str:
+    def _explain(self, response: requests.Response, url: str) -> str:
         """The answer, and for one no retry can fix, what to check."""
         status, answer = response.status_code, _message(response)
         hosts = "https://heapanalytics.com (US) or https://c.eu.heap-api.com (EU)"
         if 300 <= status < 400:
             location = response.headers.get("Location", "(no Location)")
             return (
-                f"{self.url} answered with a redirect to {location}; Heap's track API does not "
+                f"{url} answered with a redirect to {location}; Heap's track API does not "
                 f"redirect, so the connection's host is wrong or a proxy is in between. Set the host to "
                 f"{hosts}. Redirects are never followed; nothing of this batch counts as sent"
             )
         if status == 200:
             return (
-                f"{self.url} answered 200 with an HTML page, not Heap's answer (a captive portal or a "
+                f"{url} answered 200 with an HTML page, not Heap's answer (a captive portal or a "
                 f"proxy's page?); check the connection's host ({hosts}) and the network path. "
                 f"Nothing of this batch counts as sent. The page began: {answer[:200]!r}"
             )
         if 200 < status < 300:
             return (
-                f"{self.url} answered {status}, not Heap's acknowledgement (Heap answers 200); check the "
+                f"{url} answered {status}, not Heap's acknowledgement (Heap answers 200); check the "
                 f"connection's host ({hosts}). Nothing of this batch counts as sent. Answer: {answer}"
             )
         if status in (401, 403, 407):
@@ -150,7 +152,7 @@ class HeapClient:
             )
         if status in (404, 405):
             return (
-                f"{answer} -- there is no Heap track API at {self.url}; check the connection's host "
+                f"{answer} -- there is no Heap track API at {url}; check the connection's host "
                 f"({hosts}; the host only, no path)"
             )
         return answer

@@ -22,6 +22,7 @@ Each stopping error carries ``delivery``: what was acknowledged and rejected bef
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -36,7 +37,7 @@ from walkme_heap.delivery.client import HeapClient, HeapRequestError
 from walkme_heap.heap_api import DEFAULT_RETRY_SECONDS
 
 log = logging.getLogger(__name__)
-_NAMED_EVENT = re.compile(r"\bevents\[(\d+)\]")
+_NAMED = {noun: re.compile(rf"\b{noun}\[(\d+)\]") for noun in ("events", "users")}
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,10 @@ class Throttled(Stopped):
         self.pause = pause
 
 
-def named_event(error: HeapRequestError, size: int) -> int | None:
-    """The index of the event a 400 names (Heap's validator path), if it names one of ``size``."""
-    match = _NAMED_EVENT.search(error.message) if error.status == 400 else None
+def named_event(error: HeapRequestError, size: int, noun: str = "events") -> int | None:
+    """The index of the event (``noun``: or user) a 400 names (Heap's validator path:
+    ``postBody.events[3]``), if it names one of ``size``."""
+    match = _NAMED[noun].search(error.message) if error.status == 400 else None
     if match is None or int(match.group(1)) >= size:
         return None
     return int(match.group(1))
@@ -120,8 +122,17 @@ class Sender:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        path: str | None = None,
+        noun: str = "events",
+        before_post: Callable[[Batch], None] | None = None,
     ) -> None:
+        """``path``: where to post (None: the track API); ``noun``: what a batch holds (``events``,
+        or ``users`` for add_user_properties), in messages and in the 400's path naming one;
+        ``before_post``: called before every request with what it holds (a per-identity pacer)."""
+        self.before_post = before_post
         self.client = client
+        self.post = client.post if path is None else functools.partial(client.post, path=path)
+        self.noun = noun
         self.policy = policy or RetryPolicy()
         self.on_acknowledged = on_acknowledged
         self.on_wait = on_wait  # after each wait between attempts (progress, the run's heartbeat)
@@ -160,18 +171,20 @@ class Sender:
                 self._split_budget -= 1
             attempt += 1
             delivery.attempts += 1
+            if self.before_post is not None:
+                self.before_post(batch)
             try:
-                self.client.post(batch.body)
+                self.post(batch.body)
             except HeapRequestError as exc:
                 if exc.rejects_content:
                     exc.attempts = attempt
                     self._last_refusal = exc
                     return exc
                 if exc.status == 429:
-                    message = f"Heap throttled a batch of {len(batch)} events: {exc}"
+                    message = f"Heap throttled a batch of {len(batch)} {self.noun}: {exc}"
                     raise Throttled(message, exc.retry_after) from exc
                 if not exc.retryable:
-                    raise HeapRefused(f"Heap refused a batch of {len(batch)} events: {exc}") from exc
+                    raise HeapRefused(f"Heap refused a batch of {len(batch)} {self.noun}: {exc}") from exc
                 self._pause(exc, attempt, len(batch))
                 delivery.retries += 1
                 continue
@@ -185,11 +198,18 @@ class Sender:
         pause = exc.retry_after if exc.retry_after is not None else self.policy.backoff(attempt, self.rng)
         if self.clock() + pause - self._started > self.policy.max_seconds:
             raise RetriesExhausted(
-                f"a batch of {size} events was not acknowledged after {attempt} attempts "
+                f"a batch of {size} {self.noun} was not acknowledged after {attempt} attempts "
                 f"in {self.clock() - self._started:.0f} s (limit {self.policy.max_seconds:.0f} s); "
                 f"last answer: {exc}"
             ) from exc
-        log.info("attempt %d of a batch of %d failed (%s); retrying in %.1f s", attempt, size, exc, pause)
+        log.info(
+            "attempt %d of a batch of %d %s failed (%s); retrying in %.1f s",
+            attempt,
+            size,
+            self.noun,
+            exc,
+            pause,
+        )
         self.sleep(pause)
         if self.on_wait is not None:
             self.on_wait()
@@ -197,7 +217,7 @@ class Sender:
     def _isolate(self, batch: Batch, error: HeapRequestError, delivery: Delivery) -> None:
         """Find the events Heap refuses in ``batch`` (refused with ``error``); deliver the others."""
         if len(batch) == 1:
-            if error.status == 400 and named_event(error, 1) is None:
+            if error.status == 400 and named_event(error, 1, self.noun) is None:
                 raise HeapRefused(
                     "Heap refused a single event without naming it: the refusal is not about the "
                     "event (a proxy's or firewall's page, or a change of Heap's API?); it was not "
@@ -205,7 +225,7 @@ class Sender:
                 )
             delivery.rejected.append(Rejected(batch.events[0], str(error), error.attempts))
             return
-        index = named_event(error, len(batch))
+        index = named_event(error, len(batch), self.noun)
         if index is not None:  # that event alone, settled at once, then the others
             for part in batch.isolate(index):
                 part_error = self._post(part, delivery, splitting=True)
@@ -215,7 +235,8 @@ class Sender:
         halves = batch.halves()
         errors = [self._post(half, delivery, splitting=True) for half in halves]
         refused_whole = [
-            e is not None and named_event(e, len(h)) is None for e, h in zip(errors, halves, strict=True)
+            e is not None and named_event(e, len(h), self.noun) is None
+            for e, h in zip(errors, halves, strict=True)
         ]
         if error.status == 400 and all(refused_whole):
             raise HeapRefused(

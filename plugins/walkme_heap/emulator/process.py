@@ -50,6 +50,11 @@ class EmulatorProcess:
         with urlopen(f"{self.url}/_emulator/stats", timeout=10) as response:
             return json.load(response)
 
+    def users(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The user profiles it holds: app id -> identity -> properties (``GET /_emulator/users``)."""
+        with urlopen(f"{self.url}/_emulator/users", timeout=10) as response:
+            return json.load(response)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)

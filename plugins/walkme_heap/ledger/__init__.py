@@ -1,12 +1,14 @@
 """The ledger: what Heap acknowledged, which runs ran, and the apps' shared rate budgets, in SQL
 (SQLite, PostgreSQL or MySQL/MariaDB).
 
-Three stores over one database (``database.py``), a module each:
+Four stores over one database (``database.py``), a module each:
 
 - ``acks.py``: the idempotency keys Heap acknowledged, per pipeline, Heap app and event day (exactly
   once);
 - ``runs.py``: one record per run (status, counts, dead letters, heartbeat), for the replay report;
-- ``budget.py``: reservations of each Heap app's rate budget, shared by every run into the app.
+- ``budget.py``: reservations of each Heap app's rate budget, shared by every run into the app;
+- ``user_properties.py``: per Heap app, identity and property, what Heap holds (hashes and the
+  event time of the value), so only changed user properties are sent.
 
 ``open_ledger`` is the one way a task and the report find the ledger.
 """
@@ -22,18 +24,19 @@ from typing import Any
 
 from walkme_heap.connections import ConnectionNotDefined, Connections
 from walkme_heap.home import default_ledger_path
-from walkme_heap.ledger import acks, budget, runs
+from walkme_heap.ledger import acks, budget, runs, user_properties
 from walkme_heap.ledger.acks import Acknowledgements
 from walkme_heap.ledger.budget import Reservations
 from walkme_heap.ledger.database import LedgerDatabase
 from walkme_heap.ledger.runs import RunRecords
+from walkme_heap.ledger.user_properties import UserPropertyStates
 
 log = logging.getLogger(__name__)
-TABLES = (acks.TABLE, runs.TABLE, budget.TABLE, budget.LOCKS)
+TABLES = (acks.TABLE, runs.TABLE, budget.TABLE, budget.LOCKS, user_properties.TABLE)
 
 
 class Ledger:
-    """The three stores over one DB-API connection (``connect``, the driver's placeholder) to SQLite,
+    """The four stores over one DB-API connection (``connect``, the driver's placeholder) to SQLite,
     PostgreSQL or MySQL/MariaDB.
 
     ``clock`` is the wall clock the stores stamp with (the budget on PostgreSQL and MySQL uses the
@@ -56,6 +59,7 @@ class Ledger:
         self.acks = Acknowledgements(self.database, clock)
         self.runs = RunRecords(self.database, clock)
         self.budget = Reservations(self.database, clock)
+        self.user_properties = UserPropertyStates(self.database, clock)
         self.description = description
         self.location = location or description
 

@@ -54,6 +54,11 @@ TABLE = sa.Table(
     # (files skipped as missing, with the window each was for), "recovered": [path ...] (missing
     # files of earlier runs it found and read), "past_bound": {event day: count}}
     sa.Column("late_data", long_text()),
+    # user properties (a pipeline with user_properties; NULL otherwise): users Heap acknowledged,
+    # users whose values Heap held already, users Heap refused
+    sa.Column("users_updated", sa.Integer()),
+    sa.Column("users_unchanged", sa.Integer()),
+    sa.Column("users_refused", sa.Integer()),
     **TABLE_OPTIONS,
 )
 # A running record is stale when its heartbeat, or the start of one an older version wrote (no
@@ -63,6 +68,9 @@ _STALE = (
     "status = 'running' AND ((heartbeat_epoch IS NOT NULL AND heartbeat_epoch < ?) "
     "OR (heartbeat_epoch IS NULL AND started_at < ?))"
 )
+
+
+USER_COLUMNS = ("users_updated", "users_unchanged", "users_refused")
 
 
 @dataclass(frozen=True)
@@ -179,7 +187,7 @@ class RunRecords:
         self.database.write(
             f"UPDATE {TABLE.name} SET status = ?, finished_at = ?, read_rows = ?, sent = ?, "
             "already_sent = ?, invalid = ?, rejected = ?, skipped = ?, dead_letters = ?, message = ?, "
-            "late_data = ? WHERE id = ?",
+            "late_data = ?, users_updated = ?, users_unchanged = ?, users_refused = ? WHERE id = ?",
             [
                 status,
                 self._now(),
@@ -192,6 +200,7 @@ class RunRecords:
                 dead_letters,
                 message[:2000],
                 None if late_data is None else late_data.to_json(),
+                *(counts.get(name) if counts.get("users") else None for name in USER_COLUMNS),
                 record,
             ],
         )

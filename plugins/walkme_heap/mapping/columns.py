@@ -74,12 +74,12 @@ def property_columns(spec: MappingSpec, headers: list[str], roles: dict[str, str
         for h in headers
         if h not in not_properties
         and str(h).strip()
-        and not _matches_any(h, excluded)
-        and (not spec.include_properties or _matches_any(h, spec.include_properties))
+        and not matches_any(h, excluded)
+        and (not spec.include_properties or matches_any(h, spec.include_properties))
     ]
 
 
-def _matches_any(header: str, patterns: tuple[str, ...] | list[str]) -> bool:
+def matches_any(header: str, patterns: tuple[str, ...] | list[str]) -> bool:
     lowered = header.lower()
     norm = normalise_header(header)
     return any(fnmatchcase(lowered, p.lower()) or fnmatchcase(norm, normalise_header(p)) for p in patterns)

@@ -34,6 +34,7 @@ from walkme_heap.mapping.keys import keys_from_event_ids, keys_from_fields
 from walkme_heap.mapping.properties import PropertyCleaner, property_key, replace_escaped
 from walkme_heap.mapping.spec import MappingSpec
 from walkme_heap.mapping.timestamps import INVALID_MS, format_ms, to_epoch_ms
+from walkme_heap.mapping.user_properties import UserValues, user_columns
 
 # Identities that would merge unrelated people into one Heap profile, irreversibly.
 PLACEHOLDER_IDENTITIES = frozenset(
@@ -71,6 +72,9 @@ class MappedChunk:
     truncated_values: int = 0
     # Events counted ``later_than_lateness``, per UTC event day (the report's per-day view)
     too_late_days: Counter[str] = field(default_factory=Counter)
+    # The user attribute values of the rows that became ``events`` (None: the pipeline syncs none)
+    users: UserValues | None = None
+    truncated_user_values: int = 0
 
 
 def stripped_text(series: pd.Series) -> list[str]:
@@ -120,7 +124,7 @@ class Mapper:
         self.spec = spec
         self.bound = bound
         self.namer = EventNamer(spec.event_name)
-        self._property_cache: dict[tuple[str, ...], list[str]] = {}
+        self._property_cache: dict[tuple[str, ...], tuple[list[str], dict[str, str]]] = {}
 
     def _role(self, frame: pd.DataFrame, role: str) -> pd.Series | None:
         """The role's column; all-missing when a chunk lacks it (JSON keys vary row to row)."""
@@ -131,12 +135,24 @@ class Mapper:
             return pd.Series([None] * len(frame), index=frame.index, dtype=object)
         return frame[column]
 
-    def _properties(self, columns: list[str]) -> list[str]:
-        """Property columns for a chunk's columns (cached: most chunks share the bound headers)."""
+    def _properties(self, columns: list[str]) -> tuple[list[str], dict[str, str]]:
+        """Event property columns and user attribute columns (header -> Heap name) for a chunk's
+        columns (cached: most chunks share the bound headers). User attributes leave the events
+        unless the pipeline keeps them there."""
         key = tuple(columns)
         if key not in self._property_cache:
-            self._property_cache[key] = property_columns(self.spec, columns, self.bound.roles)
+            users = user_columns(self.spec, columns, self.bound.roles)
+            properties = property_columns(self.spec, columns, self.bound.roles)
+            user_spec = self.spec.user_properties
+            if users and user_spec is not None and not user_spec.keep_on_events:
+                properties = [c for c in properties if c not in users]
+            self._property_cache[key] = (properties, users)
         return self._property_cache[key]
+
+    def check_user_columns(self, headers: list[str]) -> None:
+        """Raise ``UserPropertyNameError`` now, before anything is sent, for a user attribute
+        column of these headers whose Heap name Heap refuses."""
+        self._properties([str(h) for h in headers])
 
     def map_chunk(
         self,
@@ -234,7 +250,13 @@ class Mapper:
                 self._optional_text(good, "session_id"),
             )
         cleaner = PropertyCleaner()
-        property_names = self._properties([str(c) for c in frame.columns])
+        property_names, users = self._properties([str(c) for c in frame.columns])
+        if self.spec.user_properties is not None:
+            user_cleaner = PropertyCleaner()
+            result.users = UserValues(
+                good_identity, good_times, {name: user_cleaner.column(good[c]) for c, name in users.items()}
+            )
+            result.truncated_user_values = user_cleaner.truncated
         prop_keys = [property_key(c) for c in property_names]
         prop_columns = [cleaner.column(good[c]) for c in property_names]
         stamps = format_ms(good_times).tolist()

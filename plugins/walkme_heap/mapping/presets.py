@@ -38,6 +38,13 @@ PRESET_EXCLUDED_PROPERTIES: dict[str, list[str]] = {
     "report": ["Date (UTC)", "Environment"],
 }
 
+# The columns that describe the user rather than the event: what ``user_properties`` sends to Heap's
+# add_user_properties when a pipeline names no columns of its own.
+PRESET_USER_COLUMNS: dict[str, list[str]] = {
+    "webhook": ["wm.userVars.*"],
+    "report": ["User Name", "User Type", "User Role", "User Status", "User Info"],
+}
+
 ROLES = (
     "identity",
     "timestamp",

@@ -19,6 +19,22 @@ class EventNameSpec:
 
 
 @dataclass(frozen=True)
+class UserPropertiesSpec:
+    """Which columns are user attributes, sent to Heap's ``add_user_properties`` (not per event).
+
+    ``columns``: globs over headers (empty: the preset's user columns); ``names``: column (as
+    written in ``columns`` or the header) -> its name in Heap, pairs sorted (hashable);
+    ``keep_on_events``: the columns stay event properties too; ``empty_erases``: an empty latest
+    value is sent as ``""`` instead of leaving the known value in Heap.
+    """
+
+    columns: tuple[str, ...] = ()
+    names: tuple[tuple[str, str], ...] = ()
+    keep_on_events: bool = False
+    empty_erases: bool = False
+
+
+@dataclass(frozen=True)
 class MappingSpec:
     """Columns by role, naming, property selection and row filters for one pipeline."""
 
@@ -28,3 +44,4 @@ class MappingSpec:
     include_properties: tuple[str, ...] = ()  # globs; empty means every remaining column
     exclude_properties: tuple[str, ...] = ()
     include_non_production: bool = False
+    user_properties: UserPropertiesSpec | None = None  # None: user attributes are not synced
