@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,20 @@ def task_log_to(path: Path | None) -> Iterator[None]:
             os.close(saved[1])
 
 
+def print_profiles(profiles: dict[str, dict[str, dict]]) -> None:
+    """The user profiles the emulator holds: how many, and the values of each property (counted,
+    no identity printed)."""
+    users = [props for app in profiles.values() for props in app.values()]
+    values: dict[str, Counter[str]] = {}
+    for props in users:
+        for name, value in props.items():
+            values.setdefault(name, Counter())[str(value)] += 1
+    print(f"    user profiles      {len(users)}, each with its latest values:")
+    for name, counts in sorted(values.items()):
+        shown = ", ".join(f"{v} {n}" for v, n in counts.most_common(4))
+        print(f"      {name:<16} {shown}{' ...' if len(counts) > 4 else ''}")
+
+
 def print_run(title: str, summary: dict, stats: dict) -> None:
     print(f"\n=== {title} ===")
     print(f"  rows read          {summary['read']}")
@@ -78,6 +93,14 @@ def print_run(title: str, summary: dict, stats: dict) -> None:
         f"  reconciles         read {summary['read']} = sent + already sent + invalid + rejected + "
         f"skipped = {accounted}"
     )
+    if summary.get("users"):
+        print(
+            f"  user properties    {summary['users']} users with attribute values: "
+            f"{summary['users_updated']} updated ({summary['user_values_sent']} values, "
+            f"{summary['user_requests']} add_user_properties requests), "
+            f"{summary['users_unchanged']} unchanged (the ledger: Heap holds them), "
+            f"{summary['users_refused']} refused"
+        )
     print("  Heap emulator holds")
     print(f"    requests           {stats.get('requests', 0)}")
     print(f"    events received    {stats.get('accepted_events', 0)}")
@@ -87,6 +110,13 @@ def print_run(title: str, summary: dict, stats: dict) -> None:
         f"    429 / 400 / 5xx    {stats.get('throttled_429', 0)} / "
         f"{stats.get('rejected_400', 0)} / {stats.get('errors_5xx', 0)}"
     )
+    if stats.get("user_properties_requests"):
+        print(
+            f"    add_user_properties requests {stats.get('user_properties_requests', 0)}, users updated "
+            f"{stats.get('user_properties_users_updated', 0)}, 429 / 400: "
+            f"{stats.get('user_properties_throttled_429', 0)} / "
+            f"{stats.get('user_properties_rejected_400', 0)}"
+        )
 
 
 def main() -> int:
@@ -133,7 +163,7 @@ def main() -> int:
     print(f"Heap emulator on {url} (Heap's limits: 15,000 events/min per app, 1,000 per identity)")
     print(f"Replaying {args.day} with DAG {dag_id} ...", flush=True)
     try:
-        counts = []
+        counts, users_updated = [], []
         for attempt, title in enumerate((f"run 1 of {args.day}", f"run 2 of {args.day} (same day again)")):
             if attempt:
                 print(f"\nReplaying {args.day} again ...", flush=True)
@@ -144,12 +174,20 @@ def main() -> int:
                 return 1
             counts.append(emulator.stats())
             print_run(title, result.summary, counts[-1])
+            users_updated.append(result.summary.get("users_updated", 0))
+            if result.summary.get("users"):
+                print_profiles(emulator.users())
         after_first, after_second = counts
         unique_1, unique_2 = after_first["unique_events"], after_second["unique_events"]
         verdict = "no duplicate in Heap" if unique_1 == unique_2 else "DUPLICATES CREATED"
         print(
             f"\nUnique events in the emulator after run 1: {unique_1}, after run 2: {unique_2} -> {verdict}."
         )
+        if any(users_updated):
+            print(
+                f"Users whose properties were sent: run 1: {users_updated[0]}, run 2: {users_updated[1]} "
+                "(only changes are sent)."
+            )
         if task_log is not None:
             print(f"Airflow's task logs: {task_log} (or run the demo with --verbose)")
         return 0 if unique_1 == unique_2 else 1
