@@ -260,3 +260,18 @@ def test_a_sharded_day_runs_as_mapped_tasks_and_adds_up(e2e: HeapEmulator) -> No
             )
         }
     assert names == {0: "shard 1 of 3", 1: "shard 2 of 3", 2: "shard 3 of 3"}  # as the UI lists them
+
+
+def test_a_run_without_a_heap_connection_fails_once_saying_how_to_define_it(
+    e2e: HeapEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """AirflowFailException: Airflow does not retry it, whatever the pipeline's retries."""
+    monkeypatch.delenv("AIRFLOW_CONN_HEAP_DEFAULT")
+    result = run("e2e")
+    assert result.state == "failed"
+    out = capfd.readouterr().out
+    assert "AirflowFailException: pipeline 'e2e': Heap connection 'heap_default' is not defined" in out
+    assert "AirflowNotFoundException" not in out  # not the lookup's stack trace
+    assert "airflow connections add heap_default --conn-type heap" in out
+    assert out.count("Heap connection 'heap_default' is not defined; nothing was sent") == 1  # one try
+    assert stats(e2e).get("requests", 0) == 0

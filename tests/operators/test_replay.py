@@ -212,3 +212,44 @@ def test_a_dead_tries_run_record_is_abandoned_after_airflows_task_heartbeat_time
     dead.close()
     operator().execute(context())
     assert [r["status"] for r in run_records(ledger(), "p")] == ["success", status]
+
+
+@pytest.mark.parametrize(
+    ("connection", "problem"),
+    [
+        (None, r"Heap connection 'heap_default' is not defined"),
+        ({"conn_type": "heap", "host": "http://heap.example.com", "login": "app"}, r"refusing plain http"),
+        ({"conn_type": "heap", "host": "https://heapanalytics.com"}, r"the Heap app_id .* is empty"),
+        (
+            {"conn_type": "heap", "login": "app", "extra": {"regoin": "eu"}},
+            r"unknown extra keys \['regoin'\]",
+        ),
+    ],
+)
+def test_a_missing_or_unusable_heap_connection_fails_at_once_saying_how_to_fix_it(
+    emulator: HeapEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    connection: dict[str, Any] | None,
+    problem: str,
+) -> None:
+    """No retry (AirflowFailException), no stack trace of a lookup: the connection id, what is wrong,
+    and the three ways to define it with the fields it needs."""
+    monkeypatch.setenv("WALKME_HEAP_HOME", str(tmp_path / "walkme_heap"))
+    if connection is None:
+        monkeypatch.delenv("AIRFLOW_CONN_HEAP_DEFAULT", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_CONN_HEAP_DEFAULT", json.dumps(connection))
+    with pytest.raises(AirflowFailException, match=problem) as failure:
+        operator().execute(context())
+    message = str(failure.value)
+    assert message.startswith("pipeline 'p': ") and "nothing was sent" in message
+    for way in (
+        "Admin > Connections",
+        "airflow connections add heap_default --conn-type heap --conn-host https://heapanalytics.com "
+        "--conn-login <your Heap app id>",
+        """AIRFLOW_CONN_HEAP_DEFAULT='{"conn_type": "heap", "host": "https://heapanalytics.com", "login": """,
+    ):
+        assert way in message
+    assert stats(emulator).get("requests", 0) == 0
+    assert not (tmp_path / "walkme_heap" / "dead_letters").exists()

@@ -82,6 +82,19 @@ class HeapSettings:
     retry_max_seconds: float
 
 
+def how_to_define(conn_id: str) -> str:
+    """The three ways to define a Heap connection, with the fields it needs (for error messages)."""
+    variable = "AIRFLOW_CONN_" + conn_id.upper()
+    return (
+        f"Define '{conn_id}' (type Heap: Host https://heapanalytics.com, or https://c.eu.heap-api.com in "
+        "the EU; Login: your Heap app id, the environment's) in one of three ways: the UI, Admin > "
+        f"Connections > +; the CLI, airflow connections add {conn_id} --conn-type heap --conn-host "
+        "https://heapanalytics.com --conn-login <your Heap app id>; or an environment variable, "
+        f"""{variable}='{{"conn_type": "heap", "host": "https://heapanalytics.com", "login": "<your Heap """
+        """app id>"}'. Then clear the task (a dry run needs no connection)"""
+    )
+
+
 class HeapHook(BaseHook):
     """Reach Heap's server-side track API through an Airflow connection.
 

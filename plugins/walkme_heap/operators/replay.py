@@ -21,10 +21,10 @@ from walkme_heap.config import (
 )
 from walkme_heap.connections import UnusableConnection
 from walkme_heap.deadletters import DeadLetters, DeadLettersUnwritable
-from walkme_heap.delivery.client import HeapClient
+from walkme_heap.delivery.client import HeapClient, HeapConfigError
 from walkme_heap.home import default_dead_letters, default_work_dir
 from walkme_heap.hooks.connections import AirflowConnections
-from walkme_heap.hooks.heap import HeapHook
+from walkme_heap.hooks.heap import HeapHook, how_to_define
 from walkme_heap.ledger import Ledger, open_ledger
 from walkme_heap.ledger.runs import HEARTBEAT_TIMEOUT
 from walkme_heap.links import ReplayReportLink
@@ -173,18 +173,29 @@ class WalkMeToHeapOperator(BaseOperator):
         return window, source, mapping, options
 
     # -- what it needs: the source, Heap, the ledger, the dead letters -----------------------------------
-    def _heap(self, options: ReplayOptions) -> tuple[HeapClient, ReplayOptions]:
-        """The Heap client, and the options with the connection's batch, rate and retry settings."""
+    def _heap(self, options: ReplayOptions, where: str) -> tuple[HeapClient, ReplayOptions]:
+        """The Heap client, and the options with the connection's batch, rate and retry settings.
+        A connection that is missing or unusable fails the task at once (no retry can fix it), with
+        what is wrong and how to define it."""
         hook = HeapHook(heap_conn_id=self.heap_conn_id)
-        client = hook.get_conn()
-        settings = hook.settings()
-        return client, replace(
-            options,
-            max_events=settings.max_batch_events,
-            max_bytes=settings.max_batch_bytes,
-            app_limit=settings.app_rate_limit,
-            identity_limit=settings.identity_rate_limit,
-            retry=replace(options.retry, max_seconds=settings.retry_max_seconds),
+        try:
+            client = hook.get_conn()
+            settings = hook.settings()
+        except AirflowNotFoundException:
+            problem = f"Heap connection '{self.heap_conn_id}' is not defined"
+        except (HeapConfigError, ValueError) as exc:  # ValueError: an extra that is no number
+            problem = f"Heap {exc}" if str(exc).startswith("connection ") else f"Heap connection: {exc}"
+        else:
+            return client, replace(
+                options,
+                max_events=settings.max_batch_events,
+                max_bytes=settings.max_batch_bytes,
+                app_limit=settings.app_rate_limit,
+                identity_limit=settings.identity_rate_limit,
+                retry=replace(options.retry, max_seconds=settings.retry_max_seconds),
+            )
+        raise AirflowFailException(
+            f"{where}: {problem}; nothing was sent. {how_to_define(self.heap_conn_id)}"
         )
 
     def _dry_run_app(self, options: ReplayOptions) -> ReplayOptions:
@@ -235,7 +246,7 @@ class WalkMeToHeapOperator(BaseOperator):
         client = None
         try:
             if not options.dry_run:
-                client, options = self._heap(options)
+                client, options = self._heap(options, where)
             else:
                 options = self._dry_run_app(options)
             work_dir = default_work_dir(self.pipeline)  # temporary files, removed once their run died
