@@ -558,3 +558,55 @@ def test_the_emulator_profiles_are_what_get_users_returns(emulator: HeapEmulator
     assert requests.get(f"{emulator.url}/_emulator/users", timeout=5).json() == {
         "app": {"u1": {"plan": "A", "dept": "IT"}}
     }
+
+
+def test_two_runs_at_once_never_leave_an_older_value_in_heap_unnoticed(
+    emulator: HeapEmulator, ledger: Ledger, tmp_path: Path, app: str
+) -> None:
+    """Day 1's run records plan "new" while day 0's request with "old" is out (two days of a
+    backfill at once): Heap applies "old" last. Day 0's run warns and marks the value unknown, and
+    the next run of day 1 sends "new" again."""
+    write(tmp_path / "x_2024-03-10.csv", [("u1", at(0, 1), "old", "IT")])
+    write(tmp_path / "x_2024-03-11.csv", [("u1", at(1, 1), "new", "IT")])
+    template = tmp_path / "x_{date:%Y-%m-%d}.csv"
+
+    class Interleaved(HeapClient):
+        """Runs day 1 completely just before day 0's add_user_properties request goes out."""
+
+        fired = False
+
+        def post(self, body: bytes, path: str = "/api/track") -> Any:
+            if path == "/api/add_user_properties" and not Interleaved.fired:
+                Interleaved.fired = True
+                assert user_counts(run(emulator, ledger, tmp_path, app, template, day(1))) == (1, 1, 0, 0)
+            return super().post(body, path)
+
+    client = Interleaved(emulator.url, app)
+    first = replay(
+        app, CsvSource(str(template), day(0)), SPEC, day(0), client, ReplayOptions(), ledger=ledger
+    )
+    client.close()
+    assert user_counts(first) == (1, 1, 0, 0) and first.user_values_stale == 1
+    assert "maybe stale" in first.table()
+    assert profiles(emulator, app)["u1"]["plan"] == "old"  # what Heap applied last
+    again = run(emulator, ledger, tmp_path, app, template, day(1))
+    assert user_counts(again) == (1, 1, 0, 0) and again.user_values_sent == 1  # plan only: dept is known
+    assert profiles(emulator, app)["u1"] == {"plan": "new", "dept": "IT"}
+    assert user_counts(run(emulator, ledger, tmp_path, app, template, day(1))) == (1, 0, 1, 0)
+    assert user_counts(run(emulator, ledger, tmp_path, app, template, day(0))) == (1, 0, 1, 0)
+
+
+def test_columns_kept_out_of_events_stay_out_of_profiles_and_odd_header_bytes_are_replaced(
+    emulator: HeapEmulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "day.csv"
+    header = b"wm.euId,created_at,type,wm.userVars.ssn,wm.userVars.pl\xffan,wm.env\n"
+    path.write_bytes(header + f"u1,{at(0, 1)},play,123-45-6789,gold,0\n".encode())
+    spec = MappingSpec(
+        event_name=EventNameSpec(event_type="complete"),
+        exclude_properties=("wm.userVars.ssn",),
+        user_properties=UserPropertiesSpec(columns=("wm.*",)),
+    )
+    summary = run(emulator, None, tmp_path, "app", path, day(0), spec=spec)
+    assert user_counts(summary) == (1, 1, 0, 0)
+    assert profiles(emulator, "app") == {"u1": {"pl\ufffdan": "gold"}}  # no ssn, no wm.env (the environment)

@@ -50,7 +50,7 @@ from walkme_heap.mapping.columns import MissingColumnsError, bind_columns
 from walkme_heap.mapping.mapper import LATE, Mapper
 from walkme_heap.mapping.spec import MappingSpec
 from walkme_heap.mapping.timestamps import format_ms
-from walkme_heap.mapping.user_properties import LatestUserValues
+from walkme_heap.mapping.user_properties import LatestUserValues, UserPropertyNameError
 from walkme_heap.outcomes import Outcomes
 from walkme_heap.progress import PROGRESS_SECONDS, Progress
 from walkme_heap.sharding import Shard
@@ -230,7 +230,8 @@ class _Run:
                 mapper.check_user_columns(headers)
                 mappers[origin] = mapper
             except (MissingColumnsError, SourceError) as exc:
-                if origin not in self.origin_windows:
+                # a name Heap refuses is the configuration's problem, not the late file's: it fails
+                if origin not in self.origin_windows or isinstance(exc, UserPropertyNameError):
                     raise
                 log.warning(
                     "%s landed after its run but cannot be read (%s): not read now; later runs within "

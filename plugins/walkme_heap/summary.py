@@ -17,6 +17,7 @@ USER_COUNTS = (
     "user_retries",
     "user_throttled",
     "user_values_truncated",
+    "user_values_stale",
 )
 
 
@@ -67,6 +68,8 @@ class ReplaySummary:
     user_retries: int = 0
     user_throttled: int = 0  # 429 answers to add_user_properties
     user_values_truncated: int = 0  # attribute values cut to 1023 characters (per row read)
+    # acknowledged values older than another run's meanwhile: Heap may hold them; sent again later
+    user_values_stale: int = 0
 
     @property
     def total_invalid(self) -> int:
@@ -151,6 +154,11 @@ class ReplaySummary:
                 f"{self.user_requests} / {self.user_retries} / {self.user_throttled}",
             ),
             ("user values truncated", self.user_values_truncated),
+            *(
+                [("user values maybe stale (sent again later)", self.user_values_stale)]
+                if self.user_values_stale
+                else []
+            ),
         ]
 
     @classmethod

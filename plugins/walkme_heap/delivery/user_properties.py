@@ -29,6 +29,7 @@ from walkme_heap.delivery.client import HeapClient
 from walkme_heap.delivery.outbox import Undelivered
 from walkme_heap.delivery.sender import HeapRefused, RetryPolicy, Sender, Stopped, Throttled
 from walkme_heap.heap_api import (
+    DEFAULT_MAX_BATCH_BYTES,
     MAX_USERS_PER_REQUEST,
     USER_PROPERTIES_PATH,
     USER_PROPERTIES_REQUESTS_PER_WINDOW,
@@ -92,7 +93,7 @@ class RequestsPerIdentity:
 class UserSyncOptions:
     dry_run: bool = False
     force: bool = False
-    max_bytes: int = 0  # the byte cap of a request (the events' cap)
+    max_bytes: int = DEFAULT_MAX_BATCH_BYTES  # the byte cap of a request (the run's, as for events)
     retry: RetryPolicy | None = None
     requests_per_identity: int | None = USER_PROPERTIES_REQUESTS_PER_WINDOW
     progress_seconds: float = 10.0
@@ -175,7 +176,7 @@ class UserSync:
             self._rows.clear()
             return
         if self.states is not None:
-            self.states.store(self.app_id, self.pipeline, later)  # type: ignore[arg-type]
+            self.states.store(self.app_id, self.pipeline, later, sent=False)  # type: ignore[arg-type]
         if to_send:
             self._deliver(to_send)
 
@@ -229,6 +230,7 @@ class UserSync:
             try:
                 delivery = sender.deliver(batch)
             except Throttled as exc:
+                self.summary.user_retries += exc.delivery.retries
                 self._refused(exc.delivery.rejected)
                 settled = {e["identity"] for b in exc.delivery.acknowledged for e in b.events}
                 settled.update(r.event["identity"] for r in exc.delivery.rejected)
@@ -257,6 +259,7 @@ class UserSync:
                     pending.extendleft(reversed(batcher.pack(rest)[0]))
                 continue
             except Stopped as exc:
+                self.summary.user_retries += exc.delivery.retries
                 self._refused(exc.delivery.rejected)
                 raise Undelivered(
                     f"add_user_properties: {exc}. {self.summary.users_updated} users were acknowledged and "
@@ -275,7 +278,16 @@ class UserSync:
     def _acknowledged(self, batch: Batch) -> None:
         rows = [row for user in batch.events for row in self._rows.pop(user["identity"], ())]
         if self.states is not None:
-            self.states.store(self.app_id, self.pipeline, rows)  # type: ignore[arg-type]
+            stale = self.states.store(self.app_id, self.pipeline, rows)  # type: ignore[arg-type]
+            if stale:
+                self.summary.user_values_stale += stale
+                log.warning(
+                    "user properties: %d value(s) Heap acknowledged are older than values another run "
+                    "recorded meanwhile (two runs into this app at once): Heap may hold the older ones. "
+                    "They are marked unknown in the ledger; the next run whose window holds those users "
+                    "(re-run the newest such day) sends their values again",
+                    stale,
+                )
         self.summary.users_updated += len(batch)
         self.summary.user_values_sent += len(rows)
         self.heartbeat()

@@ -10,8 +10,10 @@ send its older value.
 Identities, property names and values are stored as hashes (personal data stays out of the ledger).
 Rows are written by one conditional upsert each (the newer event time wins), after Heap acknowledged
 the request: a run killed between the answer and the write sends those users once more, no more.
-Runs into one app are serialised by the app's Airflow pool (``heap_<conn_id>``); two runs that send
-the same user's property at the same moment outside it may leave the older value in Heap.
+Two runs that send the same user's property at the same moment (overlapping days of a backfill, two
+pipelines into one app) cannot tell in which order Heap applied them: when the older value's row is
+written after the newer's, the row is marked unknown (``STALE``) and the next run whose window holds
+the user sends its value again.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ TABLE = sa.Table(
     sa.Column("recorded_epoch", sa.Double()),
     **TABLE_OPTIONS,
 )
-_IN_ONE_QUERY = 500  # identities per SELECT (bind parameters stay few on every database)
+_IN_ONE_QUERY = 500
+# A value hash no value has: what Heap holds is not known, so the next run sends its value.
+STALE = "unknown"  # no ? in it: the statement's placeholders are ?
 
 
 def digest(text: str) -> str:
@@ -88,36 +92,67 @@ class UserPropertyStates:
                 known[(str(identity), str(prop))] = Known(str(value), int(ms))
         return known
 
-    def store(self, app_id: str, pipeline: str, rows: PropertyRows) -> None:
-        """Store acknowledged values (or known ones with a later time), in one transaction: each
-        row replaces what is there only when its event time is not older."""
+    def store(self, app_id: str, pipeline: str, rows: PropertyRows, *, sent: bool = True) -> int:
+        """Store values Heap acknowledged (``sent``), or known values that only get a later event
+        time (not ``sent``), in one transaction; a row replaces what is there only when its event
+        time is not older.
+
+        A value Heap acknowledged whose row is already newer (another run recorded a value from a
+        later event while this one's request was out) may have landed after that newer value: Heap
+        may now hold the older one. The row is then marked unknown (``STALE``), so the next run whose
+        window holds that user sends its value again, and the count of such rows is returned (the
+        caller warns)."""
         rows = list(rows)
         if not rows:
-            return
+            return 0
+        stale = self._older_than_known(app_id, rows) if sent else 0
         now = self.clock()
-        text = self._upsert()
+        text = self._upsert(sent).replace("?", self.database.placeholder)
         with self.database.transaction():
-            for identity, prop, value, ms in rows:
-                self.database.execute(text, [app_id, identity, prop, value, ms, pipeline, now])
+            self.database.connection.cursor().executemany(
+                text,
+                [[app_id, identity, prop, value, ms, pipeline, now] for identity, prop, value, ms in rows],
+            )
+        return stale
 
-    def _upsert(self) -> str:
+    def _older_than_known(self, app_id: str, rows: list[tuple[str, str, str, int]]) -> int:
+        """How many of the acknowledged ``rows`` are older than a different value the ledger holds."""
+        known = self.known(app_id, (identity for identity, _, _, _ in rows))
+        return sum(
+            1
+            for identity, prop, value, ms in rows
+            if (held := known.get((identity, prop))) is not None
+            and held.event_ms > ms
+            and held.value_hash != value
+        )
+
+    def _upsert(self, sent: bool) -> str:
+        """One row: inserted, or replacing an older one; an acknowledged value older than the row
+        there (another value) marks it ``STALE``."""
         insert = (
             f"INSERT INTO {TABLE.name} (app_id, identity_hash, property_hash, value_hash, event_ms, "
             "pipeline, recorded_epoch) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
+        older = "'" + STALE + "'" if sent else None
         if self.database.dialect.name == "mysql":
-            # Assignments run left to right: value_hash is decided against the old event_ms.
+            # Assignments run left to right: everything is decided against the old event_ms first.
+            kept = f"IF(value_hash = VALUES(value_hash), value_hash, {older})" if older else "value_hash"
             return insert + (
                 " ON DUPLICATE KEY UPDATE "
-                "value_hash = IF(VALUES(event_ms) >= event_ms, VALUES(value_hash), value_hash), "
+                f"value_hash = IF(VALUES(event_ms) >= event_ms, VALUES(value_hash), {kept}), "
                 "pipeline = IF(VALUES(event_ms) >= event_ms, VALUES(pipeline), pipeline), "
                 "recorded_epoch = IF(VALUES(event_ms) >= event_ms, VALUES(recorded_epoch), recorded_epoch), "
                 "event_ms = GREATEST(event_ms, VALUES(event_ms))"
             )
+        t = TABLE.name
+        newer = f"{t}.event_ms <= excluded.event_ms"
+        kept = f"WHEN {t}.value_hash = excluded.value_hash THEN {t}.value_hash ELSE {older} " if older else ""
         return insert + (
             " ON CONFLICT (app_id, identity_hash, property_hash) DO UPDATE SET "
-            "value_hash = excluded.value_hash, event_ms = excluded.event_ms, pipeline = excluded.pipeline, "
-            f"recorded_epoch = excluded.recorded_epoch WHERE {TABLE.name}.event_ms <= excluded.event_ms"
+            f"value_hash = CASE WHEN {newer} THEN excluded.value_hash {kept or f'ELSE {t}.value_hash '}END, "
+            f"event_ms = CASE WHEN {newer} THEN excluded.event_ms ELSE {t}.event_ms END, "
+            f"pipeline = CASE WHEN {newer} THEN excluded.pipeline ELSE {t}.pipeline END, "
+            f"recorded_epoch = CASE WHEN {newer} THEN excluded.recorded_epoch ELSE {t}.recorded_epoch END"
         )
 
     def users_per_app(self) -> list[tuple[str, int, int]]:

@@ -10,7 +10,9 @@ unless ``empty_erases``; then the latest blank is sent as ``""``.
 Names: ``wm.userVars.plan`` is ``plan`` in Heap, any other column keeps its header, a pipeline's
 ``names`` rename either. Heap refuses any casing of ``id`` as a user property and names of 1024
 characters or more; two columns may not share a name. A column that would break these is an error
-before anything is sent (``UserPropertyNameError``), never a property quietly dropped.
+(``UserPropertyNameError``: before anything is sent for the headers a source knows up front), never a
+property quietly dropped. Columns the pipeline excludes from event properties (``properties.exclude``,
+the preset's exclusions) are never user properties either.
 """
 
 from __future__ import annotations
@@ -24,13 +26,23 @@ import pandas as pd
 
 from walkme_heap.heap_api import MAX_PROPERTY_CHARS, RESERVED_USER_PROPERTY
 from walkme_heap.mapping.columns import MissingColumnsError, matches_any, normalise_header
-from walkme_heap.mapping.presets import PRESET_USER_COLUMNS
+from walkme_heap.mapping.presets import PRESET_EXCLUDED_PROPERTIES, PRESET_USER_COLUMNS
+from walkme_heap.mapping.properties import replace_escaped
 from walkme_heap.mapping.spec import MappingSpec, UserPropertiesSpec
 
 # ``wm.userVars.<name>`` (any spelling normalise_header folds together) -> ``<name>``
 _USER_VARS = re.compile(r"^wm[\s._\-]*uservars[\s._\-]+", re.IGNORECASE)
 # roles whose columns are never user properties (the identity itself, the event's time and kind)
-_NOT_USER = ("identity", "timestamp", "event_type", "item_type", "item_id", "session_id", "event_id")
+_NOT_USER = (
+    "identity",
+    "timestamp",
+    "event_type",
+    "item_type",
+    "item_id",
+    "session_id",
+    "event_id",
+    "environment",
+)
 
 
 class UserPropertyNameError(MissingColumnsError):
@@ -74,13 +86,18 @@ def user_columns(spec: MappingSpec, headers: list[str], roles: dict[str, str | N
         return {}
     patterns = user_patterns(spec)
     taken = {c for role in _NOT_USER if (c := roles.get(role))}
+    # what a pipeline keeps out of Heap as event properties stays out of its profiles too
+    excluded = [*PRESET_EXCLUDED_PROPERTIES.get(spec.preset or "", []), *spec.exclude_properties]
     renames = {normalise_header(k): v for k, v in users.names}
     columns: dict[str, str] = {}
     named: dict[str, str] = {}
     for header in headers:
         if header in taken or not str(header).strip() or not matches_any(header, patterns):
             continue
-        name = renames.get(normalise_header(header), default_name(header))
+        if matches_any(header, excluded):
+            continue
+        # a header's bytes that are not UTF-8 (kept as lone surrogates) become U+FFFD, as in event keys
+        name = replace_escaped(renames.get(normalise_header(header), default_name(header)))
         problem = name_problem(name)
         if problem:
             raise UserPropertyNameError(
