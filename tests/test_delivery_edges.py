@@ -110,7 +110,7 @@ def test_the_task_fails_without_retries_on_an_auth_or_wrong_url_answer(
         "data_interval_end": datetime(2024, 3, 11, tzinfo=UTC),
         "run_id": "manual__test",
     }
-    for status, hint in ((401, "proxy or firewall"), (403, "proxy or firewall"), (404, "no Heap track API")):
+    for status, hint in ((401, "proxy or firewall"), (403, "proxy or firewall"), (404, "no Heap API at")):
         configure(heap_connection, intercept={"status": status, "body": "<html>denied</html>"})
         with pytest.raises(AirflowFailException, match=f"pipeline 'p'.*HTTP {status}.*{hint}"):
             task.execute(context)  # type: ignore[arg-type]

@@ -33,8 +33,17 @@ def test_a_missing_shard_fails_the_day() -> None:
 
 
 def test_counts_that_do_not_add_up_fail_the_day() -> None:
-    with pytest.raises(AirflowFailException, match="do not reconcile: 2 rows unaccounted"):
+    with pytest.raises(AirflowFailException, match="do not reconcile: 2 rows and 0 users unaccounted"):
         _summarise([_shard(1, 4, 4), _shard(2, 5, 3), _shard(3, 5, 5)])
+
+
+def test_user_counts_that_do_not_add_up_fail_the_day() -> None:
+    users = {**_shard(3, 5, 5), "users": 4, "users_updated": 2, "users_unchanged": 1}
+    with pytest.raises(AirflowFailException, match="do not reconcile: 0 rows and 1 users unaccounted"):
+        _summarise([_shard(1, 4, 4), _shard(2, 3, 3), users])
+    users["users_refused"] = 1
+    day = _summarise([_shard(1, 4, 4), _shard(2, 3, 3), users])
+    assert (day["users"], day["users_updated"], day["users_refused"]) == (4, 2, 1)
 
 
 def test_summaries_of_another_window_fail_the_day() -> None:

@@ -152,7 +152,7 @@ class HeapClient:
             )
         if status in (404, 405):
             return (
-                f"{answer} -- there is no Heap track API at {url}; check the connection's host "
+                f"{answer} -- there is no Heap API at {url}; check the connection's host "
                 f"({hosts}; the host only, no path)"
             )
         return answer

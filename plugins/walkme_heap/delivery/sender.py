@@ -218,10 +218,11 @@ class Sender:
         """Find the events Heap refuses in ``batch`` (refused with ``error``); deliver the others."""
         if len(batch) == 1:
             if error.status == 400 and named_event(error, 1, self.noun) is None:
+                one = self.noun[:-1]  # "event", "user"
                 raise HeapRefused(
-                    "Heap refused a single event without naming it: the refusal is not about the "
-                    "event (a proxy's or firewall's page, or a change of Heap's API?); it was not "
-                    f"sent. Heap's answer: {error}"
+                    f"Heap refused a single {one} without naming it: the refusal is not about the {one} "
+                    f"(a proxy's or firewall's page, or a change of Heap's API?); it was not sent. "
+                    f"Heap's answer: {error}"
                 )
             delivery.rejected.append(Rejected(batch.events[0], str(error), error.attempts))
             return
@@ -240,7 +241,7 @@ class Sender:
         ]
         if error.status == 400 and all(refused_whole):
             raise HeapRefused(
-                f"Heap refused a batch of {len(batch)} events whole, and each half of it again: "
+                f"Heap refused a batch of {len(batch)} {self.noun} whole, and each half of it again: "
                 "the refusal is not about an event (a proxy's or firewall's page, or a change of "
                 f"Heap's API?); these events were not sent. Heap's answer: {errors[-1]}"
             )

@@ -61,9 +61,10 @@ class ReplaySummaryOperator(BaseOperator):
         except ValueError as exc:
             raise AirflowFailException(f"{where}: {exc}") from None
         self.log.info("%s: the day's replay over %d shards\n%s", where, self.shards, total.table())
-        if total.unaccounted:
+        if total.unaccounted or total.users_unaccounted:
             raise AirflowFailException(
-                f"{where}: the shards' counts do not reconcile: {total.unaccounted} rows unaccounted"
+                f"{where}: the shards' counts do not reconcile: {total.unaccounted} rows and "
+                f"{total.users_unaccounted} users unaccounted"
             )
         letters = sorted({p.dead_letters for p in parts if p.dead_letters})
         start, end = (datetime.fromisoformat(total.window[k]) for k in ("start", "end"))
