@@ -162,6 +162,20 @@ class LateDeployment(Deployment):
             assert time.monotonic() < deadline, f"downstream runs {runs}, windows {seen}\n{self.logs()}"
             time.sleep(2)
 
+    def wait_for_downstream_at_rest(self, timeout: float = 120) -> None:
+        """Until no downstream run is queued or running, three checks 2 s apart: halting the
+        scheduler would kill a running one's task (SIGTERM; seen failing a run)."""
+        deadline, quiet = time.monotonic() + timeout, 0
+        while quiet < 3:
+            with sqlite3.connect(self.home / "airflow.db") as db:
+                pending = db.execute(
+                    "SELECT dag_id, state FROM dag_run WHERE dag_id LIKE 'heap_day_%' "
+                    "AND state NOT IN ('success', 'failed')"
+                ).fetchall()
+            quiet = 0 if pending else quiet + 1
+            assert time.monotonic() < deadline, f"downstream runs still pending: {pending}\n{self.logs()}"
+            time.sleep(2)
+
     def runs(self) -> list[tuple[str, str, str, str]]:
         """(dag id, data interval start day, run type, state) of every pipeline's DAG run."""
         with sqlite3.connect(self.home / "airflow.db") as db:
@@ -238,6 +252,7 @@ def scheduled(
             load(cluster.warehouse, range(3, 6))
             # end_date moves on while the scheduler is stopped: a run it made from the DAG as it
             # was would have no task (each task ends with the DAG's old end_date)
+            cluster.wait_for_downstream_at_rest()
             cluster.halt("scheduler")
             cluster.set_end(5)
             cluster.wait_for_new_versions()
