@@ -4,6 +4,7 @@
     python3 dev.py demo     # set up, then replay a sample day into the bundled Heap emulator, twice
     python3 dev.py test     # set up, then run the whole pytest suite (extra args go to pytest)
     python3 dev.py bench    # set up, then run the benchmarks (writes docs/benchmarks.*; ~15 minutes)
+    python3 dev.py ui       # set up, then the Airflow UI with the bundled Heap emulator (Ctrl-C stops all)
     python3 dev.py airflow  # set up, then run any airflow CLI command in the project's environment
     python3 dev.py lock     # re-resolve constraints.txt from requirements-dev.txt
 
@@ -27,16 +28,17 @@ AIRFLOW_HOME = ROOT / ".airflow"
 INPUTS = ("requirements.txt", "requirements-dev.txt", "constraints.txt", "pyproject.toml")
 
 
-def airflow_env() -> dict[str, str]:
-    """The environment every command runs in: local Airflow home, this project's DAGs."""
+def airflow_env(home: Path = AIRFLOW_HOME) -> dict[str, str]:
+    """The environment every command runs in: a local Airflow home (``.airflow``; ``scripts/ui.py``
+    passes its own), this project's DAGs."""
     env = dict(os.environ)
     env.update(
         {
-            "AIRFLOW_HOME": str(AIRFLOW_HOME),
+            "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
@@ -99,7 +101,7 @@ def main(argv: list[str]) -> None:
     if command == "lock":
         lock()
         return
-    if command not in ("demo", "test", "bench", "airflow", "setup"):
+    if command not in ("demo", "test", "bench", "airflow", "setup", "ui"):
         print(__doc__)
         sys.exit(0 if command == "help" else 2)
     setup()
@@ -112,6 +114,10 @@ def main(argv: list[str]) -> None:
         run(BIN / "python", "scripts/bench.py", *rest, env=env)
     elif command == "airflow":
         run(BIN / "airflow", *rest, env=env)
+    elif command == "ui":
+        # Replaced, not a child: Ctrl-C reaches the UI script alone, which stops what it started
+        # (subprocess.run would kill it mid-shutdown on the KeyboardInterrupt).
+        os.execve(BIN / "python", [str(BIN / "python"), "scripts/ui.py", *rest], env)
 
 
 if __name__ == "__main__":
