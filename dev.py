@@ -28,10 +28,10 @@ AIRFLOW_HOME = ROOT / ".airflow"
 INPUTS = ("requirements.txt", "requirements-dev.txt", "constraints.txt", "pyproject.toml")
 
 
-def airflow_env(home: Path = AIRFLOW_HOME) -> dict[str, str]:
+def airflow_env(home: Path = AIRFLOW_HOME, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment every command runs in: a local Airflow home (``.airflow``; ``scripts/ui.py``
-    passes its own), this project's DAGs."""
-    env = dict(os.environ)
+    passes its own), this project's DAGs; on top of ``base`` (default: this process's)."""
+    env = dict(os.environ if base is None else base)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
     elif command == "ui":
         # Replaced, not a child: Ctrl-C reaches the UI script alone, which stops what it started
         # (subprocess.run would kill it mid-shutdown on the KeyboardInterrupt).
-        os.execve(BIN / "python", [str(BIN / "python"), "scripts/ui.py", *rest], env)
+        os.execve(BIN / "python", [str(BIN / "python"), str(ROOT / "scripts" / "ui.py"), *rest], env)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
@@ -40,11 +43,16 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its renderer and GPU processes are stopped with it
         )
         self._ids = itertools.count(1)
-        self.socket = connect(self._page_socket(), max_size=64 * 1024 * 1024, open_timeout=30)
-        self.send("Page.enable")
-        self.send("Runtime.enable")
+        try:
+            self.socket = connect(self._page_socket(), max_size=64 * 1024 * 1024, open_timeout=30)
+            self.send("Page.enable")
+            self.send("Runtime.enable")
+        except BaseException:
+            self._stop_chromium()
+            raise
 
     def _page_socket(self, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
@@ -130,9 +138,14 @@ class Browser:
         try:
             self.socket.close()
         finally:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.profile.cleanup()
+            self._stop_chromium()
+
+    def _stop_chromium(self) -> None:
+        """Chromium and its helper processes (its own process group), then its profile."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.profile.cleanup()
 
     def __enter__(self) -> Browser:
         return self

@@ -265,13 +265,24 @@ def test_a_sharded_day_runs_as_mapped_tasks_and_adds_up(e2e: HeapEmulator) -> No
 def test_a_run_without_a_heap_connection_fails_once_saying_how_to_define_it(
     e2e: HeapEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
 ) -> None:
-    """AirflowFailException: Airflow does not retry it, whatever the pipeline's retries."""
+    """AirflowFailException: one try, though the pipeline allows two retries without delay."""
     monkeypatch.delenv("AIRFLOW_CONN_HEAP_DEFAULT")
-    result = run("e2e")
+    result = run("e2e_retried")
     assert result.state == "failed"
     out = capfd.readouterr().out
-    assert "AirflowFailException: pipeline 'e2e': Heap connection 'heap_default' is not defined" in out
+    message = "Heap connection 'heap_default' is not defined (or could not be read); nothing was sent"
+    assert f"AirflowFailException: pipeline 'e2e_retried': {message}" in out
     assert "AirflowNotFoundException" not in out  # not the lookup's stack trace
     assert "airflow connections add heap_default --conn-type heap" in out
-    assert out.count("Heap connection 'heap_default' is not defined; nothing was sent") == 1  # one try
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tries = (
+            session.query(TaskInstance.try_number, TaskInstance.state)
+            .filter(TaskInstance.dag_id == "walkme_to_heap_e2e_retried", TaskInstance.task_id == "replay")
+            .all()
+        )
+    assert [(t, str(s)) for t, s in tries] == [(1, "failed")]
+    assert out.count(message) == 1
     assert stats(e2e).get("requests", 0) == 0

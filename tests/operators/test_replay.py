@@ -217,12 +217,24 @@ def test_a_dead_tries_run_record_is_abandoned_after_airflows_task_heartbeat_time
 @pytest.mark.parametrize(
     ("connection", "problem"),
     [
-        (None, r"Heap connection 'heap_default' is not defined"),
+        (None, r"Heap connection 'heap_default' is not defined \(or could not be read\)"),
         ({"conn_type": "heap", "host": "http://heap.example.com", "login": "app"}, r"refusing plain http"),
         ({"conn_type": "heap", "host": "https://heapanalytics.com"}, r"the Heap app_id .* is empty"),
         (
             {"conn_type": "heap", "login": "app", "extra": {"regoin": "eu"}},
             r"unknown extra keys \['regoin'\]",
+        ),
+        (
+            {"conn_type": "heap", "login": "app", "extra": {"read_timeout": [5]}},
+            r"'read_timeout' must be a number",
+        ),
+        (
+            {"conn_type": "heap", "login": "app", "extra": {"max_batch_events": "x"}},
+            r"'max_batch_events' must be",
+        ),
+        (
+            {"conn_type": "heap", "host": "https://app:S3cret@heapanalytics.com", "login": "app"},
+            r"'https://heapanalytics.com' \(credentials removed\) must hold no user or password",
         ),
     ],
 )
@@ -244,6 +256,7 @@ def test_a_missing_or_unusable_heap_connection_fails_at_once_saying_how_to_fix_i
         operator().execute(context())
     message = str(failure.value)
     assert message.startswith("pipeline 'p': ") and "nothing was sent" in message
+    assert "S3cret" not in message
     for way in (
         "Admin > Connections",
         "airflow connections add heap_default --conn-type heap --conn-host https://heapanalytics.com "

@@ -63,8 +63,15 @@ def is_loopback(host: str) -> bool:
 
 
 def check_base_url(base_url: str) -> str:
-    """Normalise the base URL; refuse plain HTTP except to loopback (the emulator)."""
+    """Normalise the base URL; refuse plain HTTP except to loopback (the emulator), and a user or
+    password in it (Heap's API takes none; never repeated in a message)."""
     url = urlsplit(base_url.strip().rstrip("/"))
+    if url.username is not None or url.password is not None:
+        shown = url._replace(netloc=url.netloc.rpartition("@")[2]).geturl()
+        raise HeapConfigError(
+            f"Heap base URL {shown!r} (credentials removed) must hold no user or password: the app id "
+            "goes in the connection's login"
+        )
     if url.scheme not in ("http", "https") or not url.hostname:
         raise HeapConfigError(f"Heap base URL {base_url!r} must look like https://heapanalytics.com")
     if url.scheme == "http" and not is_loopback(url.hostname):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,10 @@ class EmulatorProcess:
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
+            # not in the terminal's process group: a Ctrl-C reaches the caller, which stops it last
+            start_new_session=True,
         )
+        self._port_dir = port_file.parent
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.process.poll() is None:
             port = port_file.read_text().strip() if port_file.exists() else ""
@@ -56,8 +60,14 @@ class EmulatorProcess:
             return json.load(response)
 
     def stop(self) -> None:
+        """Terminate it; kill it when it has not stopped within 10 s."""
         self.process.terminate()
-        self.process.wait(timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self._port_dir, ignore_errors=True)
 
     def __enter__(self) -> EmulatorProcess:
         return self

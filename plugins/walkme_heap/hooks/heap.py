@@ -11,6 +11,7 @@ Plain ``http`` is refused unless the host is loopback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,7 +92,8 @@ def how_to_define(conn_id: str) -> str:
         f"Connections > +; the CLI, airflow connections add {conn_id} --conn-type heap --conn-host "
         "https://heapanalytics.com --conn-login <your Heap app id>; or an environment variable, "
         f"""{variable}='{{"conn_type": "heap", "host": "https://heapanalytics.com", "login": "<your Heap """
-        """app id>"}'. Then clear the task (a dry run needs no connection)"""
+        """app id>"}' in the environment of Airflow's components (restart them). Then clear the task """
+        "(a dry run needs no connection)"
     )
 
 
@@ -124,6 +126,10 @@ class HeapHook(BaseHook):
         Keys may carry the UI form's prefix (``extra__heap__region``); empty form fields are None.
         """
         raw = self._connection().extra_dejson or {}
+        if not isinstance(raw, dict):
+            raise HeapConfigError(
+                f"connection '{self.heap_conn_id}': its extra must be a JSON object, got {type(raw).__name__}"
+            )
         extra = {k.removeprefix("extra__heap__"): v for k, v in raw.items() if v not in (None, "")}
         unknown = sorted(set(extra) - set(EXTRA_KEYS))
         if unknown:
@@ -131,15 +137,29 @@ class HeapHook(BaseHook):
                 f"connection '{self.heap_conn_id}': unknown extra keys {unknown}; "
                 f"known: {', '.join(EXTRA_KEYS)}"
             )
+
+        def number(key: str, kind: Callable[[Any], Any], default: Any) -> Any:
+            """The extra's ``key`` read by ``kind`` (absent: ``default``); no number names the key."""
+            value = extra.get(key)
+            try:
+                return default if value is None else kind(value)
+            except (TypeError, ValueError):
+                raise HeapConfigError(
+                    f"connection '{self.heap_conn_id}': extra '{key}' must be a number, got {value!r}"
+                ) from None
+
+        def limit(key: str, default: int) -> int | None:
+            return number(key, lambda v: _limit(v, default), default)
+
         return HeapSettings(
             region=extra.get("region"),
-            max_batch_events=int(extra.get("max_batch_events", MAX_EVENTS_PER_REQUEST)),
-            max_batch_bytes=int(extra.get("max_batch_bytes", DEFAULT_MAX_BATCH_BYTES)),
-            connect_timeout=float(extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)),
-            read_timeout=float(extra.get("read_timeout", DEFAULT_READ_TIMEOUT)),
-            app_rate_limit=_limit(extra.get("app_rate_limit"), APP_EVENTS_PER_MINUTE),
-            identity_rate_limit=_limit(extra.get("identity_rate_limit"), IDENTITY_EVENTS_PER_MINUTE),
-            retry_max_seconds=float(extra.get("retry_max_seconds", DEFAULT_RETRY_SECONDS)),
+            max_batch_events=number("max_batch_events", int, MAX_EVENTS_PER_REQUEST),
+            max_batch_bytes=number("max_batch_bytes", int, DEFAULT_MAX_BATCH_BYTES),
+            connect_timeout=number("connect_timeout", float, DEFAULT_CONNECT_TIMEOUT),
+            read_timeout=number("read_timeout", float, DEFAULT_READ_TIMEOUT),
+            app_rate_limit=limit("app_rate_limit", APP_EVENTS_PER_MINUTE),
+            identity_rate_limit=limit("identity_rate_limit", IDENTITY_EVENTS_PER_MINUTE),
+            retry_max_seconds=number("retry_max_seconds", float, DEFAULT_RETRY_SECONDS),
         )
 
     def test_connection(self) -> tuple[bool, str]:

@@ -182,7 +182,9 @@ class WalkMeToHeapOperator(BaseOperator):
             client = hook.get_conn()
             settings = hook.settings()
         except AirflowNotFoundException:
-            problem = f"Heap connection '{self.heap_conn_id}' is not defined"
+            # Airflow answers "not found" also for a connection it could not read (a malformed
+            # AIRFLOW_CONN_ value, a secrets backend that failed)
+            problem = f"Heap connection '{self.heap_conn_id}' is not defined (or could not be read)"
         except (HeapConfigError, ValueError) as exc:  # ValueError: an extra that is no number
             problem = f"Heap {exc}" if str(exc).startswith("connection ") else f"Heap connection: {exc}"
         else:
