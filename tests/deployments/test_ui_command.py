@@ -9,11 +9,11 @@ import contextlib
 import json
 import os
 import re
-import select
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,8 +47,10 @@ class UiSession:
             text=True,
         )
         self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         try:
-            banner = self._read_until("Ctrl-C stops everything.", timeout=360)
+            banner = self._read_until("Ctrl-C stops everything.", timeout=300)
         except BaseException:
             self.kill()
             raise
@@ -57,24 +59,26 @@ class UiSession:
         self.emulator = re.search(r"the bundled emulator at (\S+)", banner).group(1)  # type: ignore[union-attr]
 
     def _read_until(self, marker: str, timeout: float) -> str:
+        """The command's output up to the line holding ``marker`` (a thread reads the pipe: a
+        buffered reader may hold lines a poll of the pipe does not see)."""
         deadline = time.monotonic() + timeout
-        assert self.process.stdout is not None
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            line = self.process.stdout.readline()
-            if not line and self.process.poll() is not None:
-                break
-            self.output.append(line)
-            if marker in line:
+            if any(marker in line for line in self.output):
                 return "".join(self.output)
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.2)
         log = (
             (self.home / "ui.log").read_text(errors="replace")[-4000:]
             if (self.home / "ui.log").exists()
             else ""
         )
         raise AssertionError(f"no {marker!r} from the ui command:\n{''.join(self.output)}\n{log}")
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
 
     def emulator_stats(self) -> dict[str, Any]:
         with urlopen(f"{self.emulator}/_emulator/stats", timeout=10) as answer:
@@ -105,8 +109,9 @@ class UiSession:
     def interrupt(self) -> str:
         """Ctrl-C, as a terminal sends it; the command's output to its end."""
         self.process.send_signal(signal.SIGINT)
-        out, _ = self.process.communicate(timeout=120)
-        return "".join(self.output) + out
+        self.process.wait(timeout=120)
+        self._reader.join(timeout=30)
+        return "".join(self.output)
 
     def kill(self) -> None:
         """After a failure: Ctrl-C first (the command stops what it started), then SIGKILL to every
