@@ -38,6 +38,8 @@ from pathlib import Path
 from urllib.error import URLError
 from urllib.request import urlopen
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # devtools/ (the sample warehouse)
 
@@ -167,13 +169,10 @@ def stop(processes: dict[str, subprocess.Popen[bytes]]) -> list[str]:
 def _session(sid: int) -> list[int]:
     """The running processes of session ``sid`` (zombies, reaped by their parents soon, excluded)."""
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
+    for process in psutil.process_iter(["status"]):
+        with suppress(psutil.Error, OSError):
+            if os.getsid(process.pid) == sid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
     return members
 
 

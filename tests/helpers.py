@@ -330,6 +330,15 @@ def declared_schema() -> dict[str, tuple[set[str], set[str]]]:
 
 
 # -- what the product keeps, read the way a test wants it -----------------------------------------------
+def run_in_threads(worker: Callable[[int], None], count: int, timeout: float = 120) -> None:
+    """``worker(0)`` .. ``worker(count - 1)`` at once, each in a thread; back when all ended."""
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+
+
 def open_ledger_of_kind(kind: str, sqlite_path: str) -> Ledger:
     """The ledger a test's child process opens: the parent's database (``postgres``, ``mysql``, or
     the SQLite file at ``sqlite_path``)."""

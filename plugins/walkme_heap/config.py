@@ -23,7 +23,7 @@ from walkme_heap.mapping.user_properties import default_name, name_problem
 from walkme_heap.sharding import MAX_SHARDS
 from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS
 from walkme_heap.sources.factory import SOURCE_TYPES
-from walkme_heap.sources.files import DEFAULT_MAX_RECORD_BYTES
+from walkme_heap.sources.files import DEFAULT_MAX_RECORD_BYTES, has_glob
 from walkme_heap.sources.spec import SourceSpec, located
 from walkme_heap.sources.sql import TIME_TYPES
 
@@ -295,9 +295,6 @@ def _event_name(section: _Section) -> EventNameSpec:
     return spec
 
 
-_GLOB = re.compile(r"[*?\[]")
-
-
 def _user_properties(section: _Section, preset: str | None) -> UserPropertiesSpec:
     """The ``user_properties`` section: user attribute columns, their Heap names, and options."""
     columns = section.strings("columns")
@@ -317,14 +314,14 @@ def _user_properties(section: _Section, preset: str | None) -> UserPropertiesSpe
     targets = list(names.values())
     for column in columns:
         name = names.get(column, default_name(column))
-        problem = "" if _GLOB.search(column) else name_problem(name)
+        problem = "" if has_glob(column) else name_problem(name)
         if problem:
             raise section.fail(
                 "columns",
                 f"selects {column!r}, whose Heap name {name!r} {problem}: give it another under "
                 "user_properties.names",
             )
-        if not _GLOB.search(column) and column not in names:
+        if not has_glob(column) and column not in names:
             targets.append(name)
     repeated = sorted({t for t in targets if targets.count(t) > 1})
     if repeated:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
+import psutil
 import pytest
 
 from tests.browser import Browser
@@ -92,19 +93,7 @@ class UiSession:
 
     def descendants(self) -> set[int]:
         """Every process below the command's (its Airflow components, their workers, the emulator)."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        found, todo = set(), [self.process.pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.add(child)
-                todo.append(child)
-        return found
+        return {child.pid for child in psutil.Process(self.process.pid).children(recursive=True)}
 
     def interrupt(self) -> str:
         """Ctrl-C, as a terminal sends it; the command's output to its end."""
@@ -132,10 +121,9 @@ class UiSession:
 def alive(pid: int) -> bool:
     """A process that runs (a zombie waiting for its parent to read it does not)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FakeClock, budget_used, mariadb_ledger, postgres_ledger
+from tests.helpers import FakeClock, budget_used, mariadb_ledger, postgres_ledger, run_in_threads
 from walkme_heap.ledger import Ledger
 from walkme_heap.ledger.budget import TABLE
 
@@ -56,11 +56,7 @@ def test_concurrent_reservations_never_exceed_the_limit(kind: str, tmp_path: Pat
         finally:
             ledger.close()
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 6)
     assert not errors, errors
     grants.sort()
     # Every grant was reserved before its stamp and counts for ``window`` after it; so within any

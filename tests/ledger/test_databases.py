@@ -20,6 +20,7 @@ from tests.helpers import (
     MARIADB,
     declared_schema,
     ledger_schema,
+    run_in_threads,
     scratch_database,
 )
 from walkme_heap.ledger import Ledger
@@ -67,11 +68,7 @@ def test_workers_that_open_a_new_ledger_at_once_all_get_it(kind: str, tmp_path: 
             finally:
                 ledger.close()
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        run_in_threads(worker, 6)
         assert not errors, errors
         assert ledger_schema(connect) == declared_schema()
         ledger = Ledger(connect, placeholder)

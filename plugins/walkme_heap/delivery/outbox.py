@@ -141,7 +141,7 @@ class Outbox:
                 delivery = self.sender.deliver(batch)
             except Throttled as exc:
                 self._settle(exc.delivery)
-                back = _unsettled(batch, exc.delivery) + _events(batches[position + 1 :])
+                back = exc.delivery.unsettled(batch) + _events(batches[position + 1 :])
                 self._in_hand = 0
                 self.pacer.put_back(back)
                 self._throttled(exc)
@@ -166,9 +166,7 @@ class Outbox:
         self._throttled_in_a_row += 1
         if self._throttled_since is None:
             self._throttled_since = now
-        # Full jitter may draw ~0: never less than the base after a 429, or the next POST goes at once.
-        backoff = max(self.retry.base_seconds, self.retry.backoff(self._throttled_in_a_row, self.rng))
-        pause = exc.pause if exc.pause is not None else backoff
+        pause = self.retry.throttle_pause(exc.pause, self._throttled_in_a_row, self.rng)
         if now + pause - self._throttled_since > self.retry.max_seconds:
             self._stop(
                 exc,
@@ -192,13 +190,6 @@ class Outbox:
 
 def _events(batches: list[Batch]) -> list[dict[str, Any]]:
     return [event for batch in batches for event in batch.events]
-
-
-def _unsettled(batch: Batch, delivery: Delivery) -> list[dict[str, Any]]:
-    """The batch's events neither acknowledged nor rejected (by key), in order."""
-    settled = {e["idempotency_key"] for b in delivery.acknowledged for e in b.events}
-    settled.update(r.event["idempotency_key"] for r in delivery.rejected)
-    return [e for e in batch.events if e["idempotency_key"] not in settled]
 
 
 def masked_for_log(event: dict[str, Any]) -> dict[str, Any]:

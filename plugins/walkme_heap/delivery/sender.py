@@ -56,6 +56,13 @@ class RetryPolicy:
         """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
         return rng() * min(self.max_backoff_seconds, self.base_seconds * 2 ** (attempt - 1))
 
+    def throttle_pause(self, retry_after: float | None, in_a_row: int, rng: Callable[[], float]) -> float:
+        """The pause after the ``in_a_row``-th 429 in a row: Heap's Retry-After, else the backoff,
+        never less than the base (full jitter may draw ~0, and the next POST would go at once)."""
+        if retry_after is not None:
+            return retry_after
+        return max(self.base_seconds, self.backoff(in_a_row, rng))
+
 
 @dataclass
 class Rejected:
@@ -75,6 +82,13 @@ class Delivery:
 
     def settled(self) -> int:
         return sum(len(b) for b in self.acknowledged) + len(self.rejected)
+
+    def unsettled(self, batch: Batch, key: str = "idempotency_key") -> list[dict[str, Any]]:
+        """The batch's items neither acknowledged nor rejected, in order, told apart by ``key``
+        (an event's idempotency key; a user's identity, once in a request)."""
+        settled = {item[key] for b in self.acknowledged for item in b.events}
+        settled.update(r.event[key] for r in self.rejected)
+        return [item for item in batch.events if item[key] not in settled]
 
 
 class Stopped(RuntimeError):

@@ -126,6 +126,22 @@ class UserSync:
         self._names: dict[str, str] = {}  # property name -> its hash
         self._rows: dict[str, _Rows] = {}  # identity -> ledger rows, while its request is out
         self._last_log = options.clock()
+        # one packer and one sender for the run's requests (none in a dry run: it sends nothing)
+        self.batcher: Batcher | None = None
+        self.sender: Sender | None = None
+        if client is not None:
+            self.batcher = Batcher(client.app_id, MAX_USERS_PER_REQUEST, options.max_bytes, field="users")
+            self.sender = Sender(
+                client,
+                self.retry,
+                on_acknowledged=self._acknowledged,
+                on_wait=heartbeat,
+                sleep=options.sleep,
+                clock=options.clock,
+                path=USER_PROPERTIES_PATH,
+                noun="users",
+                before_post=self._before_post,
+            )
 
     def send(self, latest: LatestUserValues) -> None:
         """Decide and send, a thousand users at a time; raise ``Undelivered`` when Heap does not
@@ -202,19 +218,8 @@ class UserSync:
 
     def _deliver(self, users: list[dict[str, Any]]) -> None:
         """Send ``users`` (each identity once) until each is acknowledged or refused."""
-        assert self.client is not None
-        batcher = Batcher(self.client.app_id, MAX_USERS_PER_REQUEST, self.options.max_bytes, field="users")
-        sender = Sender(
-            self.client,
-            self.retry,
-            on_acknowledged=self._acknowledged,
-            on_wait=self.heartbeat,
-            sleep=self.options.sleep,
-            clock=self.options.clock,
-            path=USER_PROPERTIES_PATH,
-            noun="users",
-            before_post=self._before_post,
-        )
+        assert self.batcher is not None and self.sender is not None  # made with the client
+        batcher, sender = self.batcher, self.sender
         batches, oversized = batcher.pack(users)
         for user in oversized:
             self._rows.pop(user["identity"], None)
@@ -232,18 +237,12 @@ class UserSync:
             except Throttled as exc:
                 self.summary.user_retries += exc.delivery.retries
                 self._refused(exc.delivery.rejected)
-                settled = {e["identity"] for b in exc.delivery.acknowledged for e in b.events}
-                settled.update(r.event["identity"] for r in exc.delivery.rejected)
-                rest = [u for u in batch.events if u["identity"] not in settled]
+                rest = exc.delivery.unsettled(batch, key="identity")
                 now = self.options.clock()
                 throttled_since = now if throttled_since is None else throttled_since
                 in_a_row += 1
                 self.summary.user_throttled += 1
-                pause = (
-                    exc.pause
-                    if exc.pause is not None
-                    else max(self.retry.base_seconds, self.retry.backoff(in_a_row, random.random))
-                )
+                pause = self.retry.throttle_pause(exc.pause, in_a_row, random.random)
                 if now + pause - throttled_since > self.retry.max_seconds:
                     raise Undelivered(
                         f"Heap answered 429 to add_user_properties for {now - throttled_since:.0f} s "

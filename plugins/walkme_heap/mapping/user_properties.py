@@ -26,23 +26,12 @@ import pandas as pd
 
 from walkme_heap.heap_api import MAX_PROPERTY_CHARS, RESERVED_USER_PROPERTY
 from walkme_heap.mapping.columns import MissingColumnsError, matches_any, normalise_header
-from walkme_heap.mapping.presets import PRESET_EXCLUDED_PROPERTIES, PRESET_USER_COLUMNS
+from walkme_heap.mapping.presets import PRESET_EXCLUDED_PROPERTIES, PRESET_USER_COLUMNS, ROLES
 from walkme_heap.mapping.properties import replace_escaped
 from walkme_heap.mapping.spec import MappingSpec, UserPropertiesSpec
 
 # ``wm.userVars.<name>`` (any spelling normalise_header folds together) -> ``<name>``
 _USER_VARS = re.compile(r"^wm[\s._\-]*uservars[\s._\-]+", re.IGNORECASE)
-# roles whose columns are never user properties (the identity itself, the event's time and kind)
-_NOT_USER = (
-    "identity",
-    "timestamp",
-    "event_type",
-    "item_type",
-    "item_id",
-    "session_id",
-    "event_id",
-    "environment",
-)
 
 
 class UserPropertyNameError(MissingColumnsError):
@@ -85,7 +74,7 @@ def user_columns(spec: MappingSpec, headers: list[str], roles: dict[str, str | N
     if users is None:
         return {}
     patterns = user_patterns(spec)
-    taken = {c for role in _NOT_USER if (c := roles.get(role))}
+    taken = {c for role in ROLES if (c := roles.get(role))}  # a role's column is never one
     # what a pipeline keeps out of Heap as event properties stays out of its profiles too
     excluded = [*PRESET_EXCLUDED_PROPERTIES.get(spec.preset or "", []), *spec.exclude_properties]
     renames = {normalise_header(k): v for k, v in users.names}

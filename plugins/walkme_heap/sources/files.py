@@ -25,6 +25,13 @@ from walkme_heap.sources.base import DEFAULT_CHUNK_ROWS, SourceError, SourceMiss
 from walkme_heap.window import Window
 
 _GLOB = re.compile(r"[*?\[]")
+
+
+def has_glob(pattern: str) -> bool:
+    """Whether ``pattern`` holds glob characters (``*``, ``?``, ``[``), for paths and headers alike."""
+    return _GLOB.search(pattern) is not None
+
+
 DEFAULT_MAX_RECORD_BYTES = 1_048_576  # one record (1 MiB); a longer one is malformed, not read whole
 BLOCK_BYTES = 1 << 20  # decompressed bytes a block when a file is read through (bounds memory)
 GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
@@ -157,7 +164,7 @@ class FileSource:
     def _present(self, url: str) -> tuple[list[str], int, int]:
         """The usable (non-empty) files a path or glob names now, how many it names, their bytes."""
         fs, path = self.fs_factory(url)
-        if _GLOB.search(path):
+        if has_glob(path):
             matches = sorted(fs.glob(path))
             prefix = _protocol(url)
             urls = [m if "://" in m or not prefix else prefix + m for m in matches]
