@@ -262,6 +262,96 @@ def child(args: argparse.Namespace) -> None:
 
 
 # -- orchestration ----------------------------------------------------------------------------------
+# Stages of a dry run, by the frame that holds them (inclusive time), for the profile summary.
+STAGES = {
+    "imports": "_find_and_load",
+    "read CSV (pandas C parser)": "CsvSource.chunks",
+    "map (validate, time, names, properties)": "Mapper.map_chunk",
+    "of which keys (sha256)": "keys_from_fields",
+    "dedupe (repeats, ledger)": "NewEventFilter.select",
+    "batch-encode (orjson)": "Outbox.put",
+}
+
+
+def profile_dry_run(csv: Path, rate: int = 100) -> dict[str, Any] | None:
+    """A sampling profile (py-spy) of a dry run over ``csv``: the share of samples per stage
+    (inclusive) and the functions that hold the most samples themselves (own time)."""
+    import shutil
+    from collections import Counter
+
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        print("  py-spy is not installed: no profile", flush=True)
+        return None
+    raw = csv.with_suffix(".profile.txt")
+    command = [sys.executable, __file__, "--child", "pipeline", "--csv", str(csv), "--dry-run"]
+    subprocess.run([spy, "record", "-r", str(rate), "-f", "raw", "-o", str(raw), "--", *command], check=True)
+    own: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        total += samples
+        # "function (file:line)" -> "function (file)": lines of one function count together
+        frames = [frame.rsplit(":", 1)[0] + ")" if ":" in frame else frame for frame in stack.split(";")]
+        own[frames[-1]] += samples
+        for stage, marker in STAGES.items():
+            if any(frame.startswith(marker + " ") for frame in frames):
+                stages[stage] += samples
+    raw.unlink()
+    return {
+        "samples": total,
+        "rate": rate,
+        "stages": {stage: round(100 * stages[stage] / total, 1) for stage in STAGES},
+        "top_own": [[frame, round(100 * n / total, 1)] for frame, n in own.most_common(12)],
+    }
+
+
+def run_sink(port_file: str) -> None:
+    """A loopback HTTP/1.1 server that reads each request's body and answers 200 without parsing
+    it: sending variants measured against it compare the clients, not the (Python, parsing)
+    emulator. Runs until killed; its own CPU is not counted."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    Path(port_file).write_text(str(server.server_address[1]))
+    server.serve_forever()
+
+
+class SinkProcess:
+    """``run_sink`` in a process of its own."""
+
+    def __init__(self) -> None:
+        port_file = Path(tempfile.mkdtemp(prefix="walkme-heap-sink-")) / "port"
+        self.process = subprocess.Popen([sys.executable, __file__, "--sink", str(port_file)])
+        deadline = time.monotonic() + 20
+        while not (port_file.exists() and port_file.read_text()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.process.kill()
+                raise SystemExit("the sink did not start")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{port_file.read_text()}"
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 def Emulator(*flags: str) -> Any:  # noqa: N802 - reads as the class it returns
     from walkme_heap.emulator.process import EmulatorProcess
 
@@ -288,6 +378,7 @@ def measure(variant: str, csv: Path, url: str = "", **flags: Any) -> dict[str, A
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child")
+    parser.add_argument("--sink", help="serve as the non-parsing sink; write the port to this file")
     parser.add_argument("--csv")
     parser.add_argument("--url", default="")
     parser.add_argument("--limits", action="store_true")
@@ -302,6 +393,9 @@ def main() -> int:
     parser.add_argument("--paced-seconds", type=int, default=130)
     parser.add_argument("--rss-rows", type=int, nargs=2, default=[1_000_000, 5_000_000])
     args = parser.parse_args()
+    if args.sink:
+        run_sink(args.sink)
+        return 0
     if args.child:
         args.variant = args.child
         child(args)
@@ -325,21 +419,41 @@ def main() -> int:
     print(f"generating {args.rows:,} rows ...", flush=True)
     csv = generate(work / "compare.csv", args.rows, identities=20_000)
 
+    # The clients against a sink that answers 200 without parsing (the targets), then the same
+    # against the strict emulator (limits off): it checks that every body is accepted as built.
+    compare: dict[str, Any] = {}
+    sink = SinkProcess()
+    try:
+        for variant in ("pipeline", "pandas_heapapi"):
+            print(f"running {variant} against the sink ...", flush=True)
+            compare[variant] = measure(variant, csv, sink.url)
+            print(f"  {compare[variant]}", flush=True)
+    finally:
+        sink.stop()
     emulator = Emulator("--app-limit", "off", "--identity-limit", "off")
     try:
-        compare = {}
         for variant, flags in (
             ("pipeline", {}),
             ("pandas_heapapi", {}),
             ("per_event", {"sample": args.sample}),
-            ("floor", {}),
         ):
-            print(f"running {variant} ...", flush=True)
-            compare[variant] = measure(variant, csv, emulator.url, **flags)
-            print(f"  {compare[variant]}", flush=True)
-        results["comparison"] = compare
+            print(f"running {variant} against the emulator ...", flush=True)
+            before = emulator.stats()
+            result = measure(variant, csv, emulator.url, **flags)
+            after = emulator.stats()
+            result["emulator"] = {
+                name: after.get(f"{name}_events", 0) - before.get(f"{name}_events", 0)
+                for name in ("accepted", "unique")
+            } | {"rejected_400": after.get("rejected_400", 0) - before.get("rejected_400", 0)}
+            compare[variant if variant == "per_event" else f"{variant}_emulator"] = result
+            print(f"  {result}", flush=True)
     finally:
         emulator.stop()
+    print("running floor ...", flush=True)
+    compare["floor"] = measure("floor", csv)
+    results["comparison"] = compare
+    if compare["pipeline_emulator"]["emulator"]["accepted"] != compare["pipeline_emulator"]["events"]:
+        raise SystemExit(f"the emulator did not accept every event the pipeline sent: {compare}")
 
     rate = 15_000
     paced_rows = rate * args.paced_seconds // 60

@@ -182,6 +182,22 @@ def test_dry_run_makes_no_call_and_writes_nothing(emulator, ledger, day, tmp_pat
     assert len(samples) == 3 and all("user" not in s.split('"identity":')[1][:20] for s in samples)
 
 
+def test_a_dry_run_counts_an_event_too_large_for_any_request_as_the_real_run_does(
+    emulator, ledger, day, tmp_path, pipeline
+) -> None:
+    """A dry run packs its events as a real run would: an event over the byte cap on its own is
+    counted invalid (``event_too_large``), not sent, so the check before a backfill tells the truth."""
+    import csv
+
+    with day.open("a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerow(["big-user", DAY.start_ms + 5, "play", "wt", "1", "s-big", "x" * 1000])
+    dry = run(emulator, ledger, day, tmp_path, pipeline, dry_run=True, max_bytes=1024)
+    real = run(emulator, ledger, day, tmp_path, pipeline, max_bytes=1024)
+    assert real.invalid["event_too_large"] == 1 and real.sent == 400
+    assert (dry.sent, dict(dry.invalid), dry.unaccounted) == (real.sent, dict(real.invalid), 0)
+    assert stats(emulator)["accepted_events"] == 400
+
+
 def test_a_run_into_another_heap_app_sends_again(emulator, ledger, day, tmp_path, pipeline) -> None:
     """Heap accepts any app id silently: a day replayed into one app, then into another (the
     connection pointed elsewhere, or a wrong id corrected), is sent to the second app in full, and

@@ -174,7 +174,14 @@ class _Run:
         self.outbox = (
             self._outbox(client)
             if client is not None
-            else DryRunOutbox(self.summary, options.sample_payloads)
+            else DryRunOutbox(
+                self.summary,
+                options.sample_payloads,
+                outcomes=self.outcomes,
+                app_id=options.app_id,
+                max_events=options.max_events,
+                max_bytes=options.max_bytes,
+            )
         )
 
     def _outbox(self, client: HeapClient) -> Outbox:

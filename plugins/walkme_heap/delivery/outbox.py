@@ -209,18 +209,36 @@ def _shape(value: Any) -> str:
 
 
 class DryRunOutbox:
-    """A dry run's outbox: nothing is sent; events count as sent, ``samples`` are logged masked."""
+    """A dry run's outbox: nothing is sent. Events are packed into request bodies as a real run
+    packs them, so an event too large for any request is counted invalid as it would be; the rest
+    count as sent, and ``samples`` are logged masked.
+
+    :param app_id: the Heap app the run would send to (its length is part of each body), if known.
+    """
 
     pending = 0
     waited_seconds = 0.0
 
-    def __init__(self, summary: ReplaySummary, samples: int) -> None:
-        self.summary = summary
+    def __init__(
+        self,
+        summary: ReplaySummary,
+        samples: int,
+        *,
+        outcomes: Outcomes,
+        app_id: str | None,
+        max_events: int,
+        max_bytes: int,
+    ) -> None:
+        self.summary, self.outcomes, self.max_bytes = summary, outcomes, max_bytes
+        self.batcher = Batcher(app_id or "", max_events, max_bytes)
         self.samples: list[dict[str, Any]] = []
         self.room = samples
 
     def put(self, events: list[dict[str, Any]]) -> None:
-        self.summary.sent += len(events)
+        batches, oversized = self.batcher.pack(events)
+        for event in oversized:
+            self.outcomes.oversized(event, self.max_bytes)
+        self.summary.sent += len(events) - len(oversized)
         self.samples.extend(events[: max(0, self.room - len(self.samples))])
 
     def finish(self) -> None:
