@@ -29,7 +29,10 @@ def test_dry_run_samples_mask_identities_and_property_values(caplog: pytest.LogC
         "properties": {"wm.userVars.email": "jane.doe@example.com", "wm.userVars.seats": 12},
         "idempotency_key": "wmh1-0123456789abcdef",
     }
-    outbox = DryRunOutbox(ReplaySummary(pipeline="p", window={}), samples=3)
+    summary = ReplaySummary(pipeline="p", window={})
+    outbox = DryRunOutbox(
+        summary, samples=3, outcomes=Outcomes(summary, None), app_id="app", max_events=1000, max_bytes=10**6
+    )
     outbox.put([event])
     outbox.finish()
     (line,) = [r.getMessage() for r in caplog.records if "sample payload" in r.getMessage()]
