@@ -269,7 +269,7 @@ STAGES = {
     "map (validate, time, names, properties)": "Mapper.map_chunk",
     "of which keys (sha256)": "keys_from_fields",
     "dedupe (repeats, ledger)": "NewEventFilter.select",
-    "batch-encode (orjson)": "Outbox.put",
+    "batch-encode (orjson)": "Outbox.put",  # DryRunOutbox.put in a dry run
 }
 
 
@@ -297,7 +297,7 @@ def profile_dry_run(csv: Path, rate: int = 100) -> dict[str, Any] | None:
         frames = [frame.rsplit(":", 1)[0] + ")" if ":" in frame else frame for frame in stack.split(";")]
         own[frames[-1]] += samples
         for stage, marker in STAGES.items():
-            if any(frame.startswith(marker + " ") for frame in frames):
+            if any(frame.split(" ", 1)[0].endswith(marker) for frame in frames):
                 stages[stage] += samples
     raw.unlink()
     return {
