@@ -112,28 +112,31 @@ class SeenKeys:
             self._disk.remove()
             self._disk = None
 
-    def _seen(self, hashes: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(hashes), dtype=bool)
+    def _seen(self, ordered: np.ndarray) -> np.ndarray:
+        """Which of these sorted hashes a run in memory holds (sorted needles: each lookup lands
+        near the last one, in cache)."""
+        found = np.zeros(len(ordered), dtype=bool)
         for run in self._runs:
-            positions = np.searchsorted(run, hashes)
+            positions = np.searchsorted(run, ordered)
             positions[positions == len(run)] = 0
-            found |= run[positions] == hashes
+            found |= run[positions] == ordered
         return found
 
     def first_occurrences(self, hashes: np.ndarray) -> np.ndarray:
         """True where a key (hashed with ``key_hashes``) was not seen before, in this run or earlier
         in ``hashes``; remembers them all."""
-        fresh = np.zeros(len(hashes), dtype=bool)
-        _, first = np.unique(hashes, return_index=True)
-        fresh[first] = True
+        # One stable sort: equal hashes end up together, the earliest first.
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        first = np.ones(len(ordered), dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
         if self._runs:
-            fresh &= ~self._seen(hashes)
-        if self._disk is not None and fresh.any():
-            positions = np.flatnonzero(fresh)
-            order = np.argsort(hashes[positions], kind="stable")
-            on_disk = self._disk.contains(hashes[positions][order])
-            fresh[positions[order][on_disk]] = False
-        new = np.sort(hashes[fresh])
+            first &= ~self._seen(ordered)
+        if self._disk is not None and first.any():
+            first[np.flatnonzero(first)[self._disk.contains(ordered[first])]] = False
+        fresh = np.zeros(len(hashes), dtype=bool)
+        fresh[order[first]] = True
+        new = ordered[first]  # sorted already
         if len(new):
             self._runs.append(new)
         if sum(len(run) for run in self._runs) > self.memory_keys:
@@ -174,16 +177,20 @@ class NewEventFilter:
         memory_keys: int = DEFAULT_MEMORY_KEYS,
         spill_dir: str | Path | None = None,
     ) -> None:
+        if len(acknowledged) > 1 and not (acknowledged[1:] >= acknowledged[:-1]).all():
+            acknowledged = np.sort(acknowledged)  # looked up by bisection
         self.acknowledged = acknowledged
         self.seen = SeenKeys(memory_keys, spill_dir)
 
-    def select(self, events: list[dict[str, Any]]) -> NewEvents:
-        hashes = key_hashes([e["idempotency_key"] for e in events])
+    def select(self, events: list[dict[str, Any]], hashes: np.ndarray | None = None) -> NewEvents:
+        """``hashes``: the events' ``key_hashes`` when the mapping made them (else made here)."""
+        if hashes is None or len(hashes) != len(events):
+            hashes = key_hashes([e["idempotency_key"] for e in events])
         fresh = self.seen.first_occurrences(hashes)
         already_sent = 0
         keep = fresh
         if len(self.acknowledged):
-            done = np.isin(hashes, self.acknowledged) & fresh
+            done = _isin_sorted(hashes, self.acknowledged) & fresh
             already_sent = int(done.sum())
             keep = fresh & ~done
         if not keep.all():
@@ -192,3 +199,10 @@ class NewEventFilter:
 
     def close(self) -> None:
         self.seen.close()
+
+
+def _isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``np.isin`` against a sorted array, without sorting it again for every chunk."""
+    positions = np.searchsorted(sorted_set, values)
+    positions[positions == len(sorted_set)] = 0
+    return sorted_set[positions] == values

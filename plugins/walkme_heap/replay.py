@@ -333,7 +333,7 @@ class _Run:
             self.summary.user_values_truncated += mapped.truncated_user_values
         if not mapped.events:
             return
-        new = self.new_events.select(mapped.events)
+        new = self.new_events.select(mapped.events, mapped.hashes)
         self.outcomes.new(new)
         if self.accepted.start < self.window.start:  # new events from the margin: late arrivals
             self.summary.late_events += sum(e["timestamp"] < self._window_stamp for e in new.events)

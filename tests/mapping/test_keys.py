@@ -9,6 +9,7 @@ from walkme_heap.mapping.keys import (
     key_from_event_id,
     key_from_fields,
     key_hashes,
+    keys_from_event_ids,
     keys_from_fields,
 )
 
@@ -59,8 +60,13 @@ def test_event_id_keys_differ_from_field_keys() -> None:
 
 
 def test_vector_form_matches_scalar_form() -> None:
-    keys = keys_from_fields(["a", "b"], [1, 2], ["n", "n"], ["", "o"], ["s", ""])
+    keys, hashes = keys_from_fields(["a", "b"], [1, 2], ["n", "n"], ["", "o"], ["s", ""])
     assert keys == [key_from_fields("a", 1, "n", "", "s"), key_from_fields("b", 2, "n", "o", "")]
+    assert hashes.dtype == np.uint64 and hashes.tolist() == key_hashes(keys).tolist()
+    ids, id_hashes = keys_from_event_ids(["e-1", "\udcff\x00"])
+    assert ids == [key_from_event_id("e-1"), key_from_event_id("\udcff\x00")]
+    assert id_hashes.tolist() == key_hashes(ids).tolist()
+    assert keys_from_fields([], [], [], [], [])[0] == [] and len(keys_from_event_ids([])[1]) == 0
 
 
 def test_key_hashes_are_the_digest_prefix() -> None:

@@ -235,7 +235,7 @@ class DryRunOutbox:
         self.room = samples
 
     def put(self, events: list[dict[str, Any]]) -> None:
-        batches, oversized = self.batcher.pack(events)
+        _, oversized = self.batcher.pack(events)  # encoded as a real run would, then dropped
         for event in oversized:
             self.outcomes.oversized(event, self.max_bytes)
         self.summary.sent += len(events) - len(oversized)

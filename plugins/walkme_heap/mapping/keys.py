@@ -31,8 +31,9 @@ def key_from_fields(identity: str, time_ms: int, event_name: str, item_id: str, 
     return f"{SCHEME}-{_digest(canonical)}"
 
 
-def keys_from_event_ids(event_ids: Iterable[str]) -> list[str]:
-    return [key_from_event_id(value) for value in event_ids]
+def keys_from_event_ids(event_ids: Iterable[str]) -> tuple[list[str], np.ndarray]:
+    """Keys of records that carry their own event id, and their ``key_hashes``."""
+    return _keys_and_hashes([_SEP.join((SCHEME, "id", value)) for value in event_ids])
 
 
 def keys_from_fields(
@@ -41,14 +42,27 @@ def keys_from_fields(
     names: Iterable[str],
     item_ids: Iterable[str],
     session_ids: Iterable[str],
-) -> list[str]:
-    # key_from_fields inlined (this runs once per event): the same text, the same digest.
-    sha256, head = hashlib.sha256, f"{SCHEME}{_SEP}f{_SEP}"
-    return [
-        f"{SCHEME}-"
-        + sha256(f"{head}{i}\x1f{t}\x1f{n}\x1f{o}\x1f{s}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-        for i, t, n, o, s in zip(identities, times_ms, names, item_ids, session_ids, strict=True)
-    ]
+) -> tuple[list[str], np.ndarray]:
+    """Keys from canonical fields, and their ``key_hashes``: ``key_from_fields`` for many rows (the
+    same text, the same digest; pinned by the golden tests)."""
+    head = f"{SCHEME}{_SEP}f{_SEP}"
+    return _keys_and_hashes(
+        [
+            f"{head}{i}\x1f{t}\x1f{n}\x1f{o}\x1f{s}"
+            for i, t, n, o, s in zip(identities, times_ms, names, item_ids, session_ids, strict=True)
+        ]
+    )
+
+
+def _keys_and_hashes(canonical: list[str]) -> tuple[list[str], np.ndarray]:
+    """One sha256 per text (the only per-row step), then the hex text and the 64-bit hashes of all
+    of them at once: a key is the scheme and the digest's first 32 hex digits, its hash the
+    digest's first 8 bytes (big-endian), which is what ``key_hashes`` reads back from a key."""
+    sha256 = hashlib.sha256
+    blob = b"".join([sha256(text.encode("utf-8", "surrogatepass")).digest() for text in canonical])
+    hexes, prefix = blob.hex(), f"{SCHEME}-"
+    keys = [prefix + hexes[start : start + 32] for start in range(0, len(hexes), 64)]
+    return keys, np.frombuffer(blob, dtype=">u8")[::4].astype(np.uint64)
 
 
 def key_hashes(keys: Iterable[str]) -> np.ndarray:

@@ -66,6 +66,7 @@ class MappedChunk:
 
     events: list[dict[str, Any]]
     rows: np.ndarray  # chunk positions of the rows that became ``events``
+    hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # key_hashes(events)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
     invalid: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -240,9 +241,9 @@ class Mapper:
         good_times = times[rows]
         good_names = names[rows]
         if event_ids is not None:
-            keys = keys_from_event_ids([event_id_text[r] for r in rows.tolist()])
+            keys, result.hashes = keys_from_event_ids([event_id_text[r] for r in rows.tolist()])
         else:
-            keys = keys_from_fields(
+            keys, result.hashes = keys_from_fields(
                 good_identity,
                 good_times.tolist(),
                 good_names,

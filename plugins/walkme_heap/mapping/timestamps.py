@@ -69,11 +69,29 @@ def to_epoch_ms(series: pd.Series) -> np.ndarray:
         out = _from_datetimes(series)
     elif pd.api.types.is_numeric_dtype(series):
         out = _from_numbers(series.to_numpy(dtype="float64", na_value=np.nan))
+    elif (digits := _all_digits(series)) is not None:
+        out = _from_numbers(digits)
     else:
         out = _from_text(series.map(_as_time_text, na_action="ignore"))
     bad = (out < 0) | (out > MAX_MS)
     out[bad] = INVALID_MS
     return out
+
+
+def _all_digits(series: pd.Series) -> np.ndarray | None:
+    """The common case of a text column (a CSV's epoch milliseconds): every value ASCII digits and
+    nothing else, read as integers in one pass; None when any value is something else (missing,
+    blank, signed, spaced, ISO text ...), which ``_from_text`` then reads as before."""
+    if not pd.api.types.is_string_dtype(series) or pd.api.types.is_object_dtype(series) or series.hasnans:
+        return None
+    values = series.tolist()
+    joined = "".join(values)
+    if not (joined.isascii() and joined.isdigit()) or "" in values:
+        return None
+    try:
+        return np.fromiter(map(int, values), dtype=np.int64, count=len(values))
+    except OverflowError:  # beyond int64: the general path decides
+        return None
 
 
 def _as_time_text(value: object) -> object:
