@@ -371,3 +371,25 @@ def test_the_pre_scan_splits_records_and_counts_fields_as_the_parser_does(seed: 
         assert len(frame) - 1 + len(saw) == len(lines) and set(saw) <= set(lines), data
         if start < len(data) and data[start:].strip(b" \t"):
             assert scan.tail_fields() == saw.get(records[-1][0], 1), data
+
+
+@pytest.mark.parametrize("damage", [b"caf\xe9", b"\xff\xfe\xfd\xfc"])
+def test_a_file_no_longer_utf8_when_read_fails_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: bytes
+) -> None:
+    """A file the pre-scan found valid UTF-8 is decoded by the parser strictly (the fast path); if
+    its bytes changed in between, the run fails saying so, never with a decoder's traceback."""
+    path = tmp_path / "day.csv"
+    path.write_bytes(b"wm.euId,created_at,type\nu1,1710028800000,play\nu2,1710028800001,abcd\n")
+    window = Window(datetime(2024, 3, 10, tzinfo=UTC), datetime(2024, 3, 11, tzinfo=UTC))
+    source = CsvSource(str(path), window)
+    prescan = CsvSource._prescan
+
+    def then_damaged(self: CsvSource, url: str, header: Any) -> Any:
+        scan = prescan(self, url, header)
+        path.write_bytes(path.read_bytes().replace(b"abcd", damage))
+        return scan
+
+    monkeypatch.setattr(CsvSource, "_prescan", then_damaged)
+    with pytest.raises(SourceError, match="did it change while read"):
+        list(source.chunks(str(path)))

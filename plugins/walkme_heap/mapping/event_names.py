@@ -13,9 +13,11 @@ import pandas as pd
 from walkme_heap.mapping.presets import EVENT_TYPE_NAMES, ITEM_TYPE_NAMES, PAIR_NAMES
 from walkme_heap.mapping.spec import EventNameSpec
 
+MAX_REMEMBERED_PAIRS = 100_000  # distinct (item type, event type) pairs kept named between chunks
+
 
 class EventNamer:
-    """Vectorised naming: each distinct (item type, event type) pair is named once per chunk."""
+    """Each distinct (item type, event type) pair is named once, then looked up."""
 
     def __init__(self, spec: EventNameSpec) -> None:
         self.spec = spec
@@ -25,6 +27,7 @@ class EventNamer:
         for pair, name in spec.names.items():
             item, _, event = pair.partition(".")
             self.pairs[(item.strip().lower(), event.strip().lower())] = name
+        self._named = _Named(self)
 
     def name(self, item_type: str, event_type: str) -> str:
         """The name for one pair ("" when neither type is known)."""
@@ -39,12 +42,27 @@ class EventNamer:
         return f"{self.spec.prefix}{pair}".strip()
 
     def names(self, item_types: pd.Series | None, event_types: pd.Series | None, n: int) -> np.ndarray:
-        """Names for a chunk; empty string where no name can be formed."""
+        """Names for a chunk; empty string where no name can be formed. Each distinct pair is named
+        once per run (remembered across chunks, up to ``MAX_REMEMBERED_PAIRS``)."""
         if self.spec.constant is not None:
             return np.full(n, self.spec.constant, dtype=object)
-        empty = pd.Series([""] * n, dtype=object)
-        items = empty if item_types is None else item_types.fillna("").astype(str)
-        events = empty if event_types is None else event_types.fillna("").astype(str)
-        pairs = pd.Series(list(zip(items.to_numpy(), events.to_numpy(), strict=True)), dtype=object)
-        lookup = {pair: self.name(*pair) for pair in pairs.unique()}
-        return pairs.map(lookup).to_numpy(dtype=object)
+        empty = [""] * n
+        items = empty if item_types is None else item_types.fillna("").astype(str).tolist()
+        events = empty if event_types is None else event_types.fillna("").astype(str).tolist()
+        if len(self._named) > MAX_REMEMBERED_PAIRS:  # free text in a type column: start over
+            self._named.clear()
+        out = np.empty(n, dtype=object)
+        out[:] = list(map(self._named.__getitem__, zip(items, events, strict=True)))
+        return out
+
+
+class _Named(dict[tuple[str, str], str]):
+    """Pair -> name, naming a pair the first time it is asked for."""
+
+    def __init__(self, namer: EventNamer) -> None:
+        super().__init__()
+        self.namer = namer
+
+    def __missing__(self, pair: tuple[str, str]) -> str:
+        name = self[pair] = self.namer.name(*pair)
+        return name

@@ -69,7 +69,10 @@ class CsvSource(FileSource):
         self.delimiter = delimiter
         self.duplicate_headers = dict(duplicate_headers or {})
 
-    def _reader(self, handle: Any, **kwargs: Any) -> Any:
+    def _reader(self, handle: Any, *, escaped: bool = True, **kwargs: Any) -> Any:
+        """pandas' reader with our rules. ``escaped=False`` (the pre-scan found the whole file valid
+        UTF-8): the parser decodes in C, without the slower Python decoder ``surrogateescape``
+        needs."""
         return pd.read_csv(
             handle,
             sep=self.delimiter,
@@ -77,7 +80,7 @@ class CsvSource(FileSource):
             keep_default_na=False,
             na_values=[""],
             encoding="utf-8-sig",
-            encoding_errors="surrogateescape",
+            encoding_errors="surrogateescape" if escaped else "strict",
             on_bad_lines="warn",
             **kwargs,
         )
@@ -204,7 +207,7 @@ class CsvSource(FileSource):
             yield from self._read(url, header, scan)
         except GZIP_ERRORS as exc:  # the file changed since it was checked
             raise gzip_error(url, exc) from None
-        except pd.errors.ParserError as exc:
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:  # not UTF-8 now: it was when checked
             raise SourceError(f"{url} cannot be parsed (did it change while read?): {exc}") from None
 
     def _read(self, url: str, header: _Header, scan: _Scan) -> Iterator[Chunk]:
@@ -213,7 +216,12 @@ class CsvSource(FileSource):
             handle = _Without(self.open(url), scan.drops, scan.size)
             with handle, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
-                reader = self._reader(handle, chunksize=self.chunk_rows, skiprows=skipped_leading or None)
+                reader = self._reader(
+                    handle,
+                    escaped=scan.escaped,
+                    chunksize=self.chunk_rows,
+                    skiprows=skipped_leading or None,
+                )
                 first = next(reader, None)
                 if first is not None and not isinstance(first.index, pd.RangeIndex):
                     skipped_leading.append(len(skipped_leading) + 1)
