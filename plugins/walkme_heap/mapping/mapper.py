@@ -17,11 +17,15 @@ Rules are applied in this order, first match wins, so each row gets exactly one 
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -80,9 +84,16 @@ class MappedChunk:
 
 def stripped_text(series: pd.Series) -> list[str]:
     """Canonical text of each value without surrounding blanks; missing (None, NaN) -> ""."""
+    if _is_text(series) and not series.hasnans:  # a CSV's column, none missing: one pass in C
+        return list(map(str.strip, series.tolist()))
     return [
         v.strip() if type(v) is str else "" if _missing(v) else str(v).strip() for v in text_column(series)
     ]
+
+
+def _is_text(series: pd.Series) -> bool:
+    """A column of the string dtype (text already, as a CSV's), not Python objects of any kind."""
+    return pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series)
 
 
 def _missing(value: Any) -> bool:
@@ -102,7 +113,7 @@ def text_column(series: pd.Series) -> pd.Series:
         return series.astype("Int64").astype("string").astype(object).where(series.notna(), None)
     if pd.api.types.is_bool_dtype(series):
         return series.map({True: "true", False: "false"}).astype(object)
-    if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
+    if _is_text(series):
         return series.astype(object).where(series.notna(), None)  # text already (CSV): as it is
     return series.map(_canonical_text, na_action="ignore").astype(object)
 
@@ -116,6 +127,57 @@ def _canonical_text(value: Any) -> Any:
         # str(int()) stops at 4,300 digits
         return str(int(value)) if value.adjusted() < 4000 else format(value.to_integral_value(), "f")
     return value if isinstance(value, str) else str(value)
+
+
+def build_events(
+    identities: list[str],
+    names: list[str],
+    stamps: list[str],
+    keys: list[str],
+    prop_keys: list[str],
+    prop_columns: list[list[Any]],
+) -> list[dict[str, Any]]:
+    """The events of a chunk from its columns: the per-row work of a replay. One comprehension with
+    a dict display per row (``_event_builder``), then the rows that hold a dropped value (None) are
+    made again without it, and a row with no property left has no "properties" key."""
+    if not prop_keys:
+        return _event_builder(0)((), identities, names, stamps, keys, ())
+    events = _event_builder(len(prop_keys))(prop_keys, identities, names, stamps, keys, prop_columns)
+    dropped: np.ndarray | None = None
+    for column in prop_columns:
+        if None in column:
+            missing = np.fromiter(map(operator.is_, column, repeat(None)), dtype=bool, count=len(column))
+            dropped = missing if dropped is None else dropped | missing
+    if dropped is not None:
+        for row in np.flatnonzero(dropped).tolist():
+            kept = {k: c[row] for k, c in zip(prop_keys, prop_columns, strict=True) if c[row] is not None}
+            if kept:
+                events[row]["properties"] = kept
+            else:
+                del events[row]["properties"]
+    return events
+
+
+@functools.lru_cache(maxsize=64)
+def _event_builder(count: int) -> Callable[..., list[dict[str, Any]]]:
+    """A function that builds events with ``count`` properties from columns, as a comprehension
+    with a dict display (2-3x faster than ``dict(zip())`` per row). Generated from the count alone:
+    the property names are its arguments, never part of its code."""
+    values = [f"v{i}" for i in range(count)]
+    names = [f"k{i}" for i in range(count)]
+    properties = f', "properties": {{{", ".join(f"{k}: {v}" for k, v in zip(names, values, strict=True))}}}'
+    code = (
+        "def build(prop_keys, identities, names, stamps, keys, columns):\n"
+        + (f"    {', '.join(names)}, = prop_keys\n" if count else "")
+        + '    return [{"identity": i, "event": e, "timestamp": t, "idempotency_key": x'
+        + (properties if count else "")
+        + f"}} for i, e, t, x{''.join(', ' + v for v in values)} in zip(identities, names, stamps, keys"
+        + (", *columns" if count else "")
+        + ", strict=True)]\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"<events with {count} properties>", "exec"), namespace)
+    return namespace["build"]
 
 
 class Mapper:
@@ -188,20 +250,16 @@ class Mapper:
         if environment is not None and not self.spec.include_non_production:
             production = ("", "0")
             env_text = stripped_text(environment)
-            mark(np.fromiter((v not in production for v in env_text), dtype=bool, count=n), "non_production")
+            in_production = np.fromiter(map(production.__contains__, env_text), dtype=bool, count=n)
+            mark(~in_production, "non_production")
 
-        mark(
-            np.fromiter((v.lower() in PLACEHOLDER_IDENTITIES for v in identity), dtype=bool, count=n),
-            "missing_identity",
-        )
-        mark(
-            np.fromiter(
-                (not v.isprintable() and _NOT_TEXT.search(v) is not None for v in identity),
-                dtype=bool,
-                count=n,
-            ),
-            "identity_not_text",
-        )
+        # Each check one pass in C (map over str methods); the regex only where isprintable says no.
+        placeholder = PLACEHOLDER_IDENTITIES.__contains__
+        mark(np.fromiter(map(placeholder, map(str.lower, identity)), dtype=bool, count=n), "missing_identity")
+        not_text = ~np.fromiter(map(str.isprintable, identity), dtype=bool, count=n)
+        for position in np.flatnonzero(not_text).tolist():
+            not_text[position] = _NOT_TEXT.search(identity[position]) is not None
+        mark(not_text, "identity_not_text")
         identity_lengths = np.fromiter(map(len, identity), dtype=np.int64, count=n)
         mark(identity_lengths > MAX_IDENTITY_CHARS, "identity_too_long")
 
@@ -261,25 +319,9 @@ class Mapper:
         prop_keys = [property_key(c) for c in property_names]
         prop_columns = [cleaner.column(good[c]) for c in property_names]
         stamps = format_ms(good_times).tolist()
-        # The per-row work of a replay: comprehensions over plain lists, dict(zip()) when no value
-        # was dropped (most rows), and no "properties" key when a row has none.
-        if prop_columns:
-            properties = [
-                dict(zip(prop_keys, values, strict=True))
-                if None not in values
-                else {k: v for k, v in zip(prop_keys, values, strict=True) if v is not None}
-                for values in zip(*prop_columns, strict=True)
-            ]
-        else:
-            properties = [{}] * len(rows)
-        result.events = [
-            {"identity": who, "event": what, "timestamp": when, "idempotency_key": key, "properties": props}
-            if props
-            else {"identity": who, "event": what, "timestamp": when, "idempotency_key": key}
-            for who, what, when, key, props in zip(
-                good_identity, good_names.tolist(), stamps, keys, properties, strict=True
-            )
-        ]
+        result.events = build_events(
+            good_identity, good_names.tolist(), stamps, keys, prop_keys, prop_columns
+        )
         result.truncated_values = cleaner.truncated
         return result
 

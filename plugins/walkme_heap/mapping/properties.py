@@ -102,12 +102,17 @@ class PropertyCleaner:
     def column(self, series: pd.Series) -> list[Any]:
         """A whole column at once; string columns take a vectorised path."""
         if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
-            # One pass in a comprehension: most values are short, non-blank text and stay as they are.
+            values = series.to_numpy(dtype=object, na_value=None).tolist()
+            # Most columns hold only short, non-blank text (missing values are None, dropped): then
+            # they stay as they are, checked in three passes in C. Otherwise value by value.
+            if "" not in values:
+                present = list(filter(None, values)) if None in values else values
+                if max(map(len, present), default=0) <= MAX_PROPERTY_CHARS and not any(
+                    map(str.isspace, present)
+                ):
+                    return values
             text = self.text
-            return [
-                v if v and len(v) <= MAX_PROPERTY_CHARS and not v.isspace() else text(v)
-                for v in series.to_numpy(dtype=object, na_value=None)
-            ]
+            return [v if v and len(v) <= MAX_PROPERTY_CHARS and not v.isspace() else text(v) for v in values]
         if pd.api.types.is_integer_dtype(series) and not series.hasnans:
             values = series.to_numpy()
             if len(values) and (values.max() > MAX_EXACT_INTEGER or values.min() < -MAX_EXACT_INTEGER):
