@@ -35,6 +35,7 @@ from walkme_heap.delivery.client import HeapClient
 from walkme_heap.delivery.outbox import DryRunOutbox, Outbox, Undelivered
 from walkme_heap.delivery.sender import RetryPolicy
 from walkme_heap.delivery.user_properties import UserSync, UserSyncOptions
+from walkme_heap.garbage_collection import fewer_collections
 from walkme_heap.heap_api import (
     APP_EVENTS_PER_MINUTE,
     DEFAULT_MAX_BATCH_BYTES,
@@ -417,7 +418,8 @@ def replay(
 
         run.progress.also_every(options.heartbeat_timeout / 5, heartbeat)
     try:
-        summary = run.run()
+        with fewer_collections():
+            summary = run.run()
         if run.new_events.seen.spilled:
             log.info(
                 "%d distinct event keys were checked for repeats on disk (a large window)",
