@@ -138,24 +138,33 @@ def build_events(
     prop_columns: list[list[Any]],
 ) -> list[dict[str, Any]]:
     """The events of a chunk from its columns: the per-row work of a replay. One comprehension with
-    a dict display per row (``_event_builder``), then the rows that hold a dropped value (None) are
-    made again without it, and a row with no property left has no "properties" key."""
+    a dict display per row (``_event_builder``); then a dropped value (None) leaves its row's dict
+    (or, where two columns share a Heap key, the row's dict is made again without it, the later
+    column's value winning as before), and a row with no property left has no "properties" key."""
     if not prop_keys:
         return _event_builder(0)((), identities, names, stamps, keys, ())
     events = _event_builder(len(prop_keys))(prop_keys, identities, names, stamps, keys, prop_columns)
-    dropped: np.ndarray | None = None
-    for column in prop_columns:
-        if None in column:
-            missing = np.fromiter(map(operator.is_, column, repeat(None)), dtype=bool, count=len(column))
-            dropped = missing if dropped is None else dropped | missing
-    if dropped is not None:
-        for row in np.flatnonzero(dropped).tolist():
+    holes = [(key, column) for key, column in zip(prop_keys, prop_columns, strict=True) if None in column]
+    if not holes:
+        return events
+    dropped = [(key, _none_positions(column)) for key, column in holes]
+    touched = {row for _, rows in dropped for row in rows}
+    if len(set(prop_keys)) < len(prop_keys):  # one Heap key for two columns: those rows made again
+        for row in touched:
             kept = {k: c[row] for k, c in zip(prop_keys, prop_columns, strict=True) if c[row] is not None}
-            if kept:
-                events[row]["properties"] = kept
-            else:
-                del events[row]["properties"]
+            events[row]["properties"] = kept
+    else:  # each key once: a dropped value leaves its row's dict
+        for key, rows in dropped:
+            for row in rows:
+                del events[row]["properties"][key]
+    for row in touched:
+        if not events[row]["properties"]:
+            del events[row]["properties"]
     return events
+
+
+def _none_positions(column: list[Any]) -> list[int]:
+    return np.flatnonzero(np.fromiter(map(operator.is_, column, repeat(None)), bool, len(column))).tolist()
 
 
 @functools.lru_cache(maxsize=64)
