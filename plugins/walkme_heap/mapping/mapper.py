@@ -242,12 +242,15 @@ class Mapper:
         n = len(frame)
         frame = frame.reset_index(drop=True)
         outcome = np.full(n, "", dtype=object)  # "" = still a candidate
+        candidate = np.ones(n, dtype=bool)  # outcome == "", kept as a mask (no string comparisons)
         identity = stripped_text(self._role(frame, "identity"))
         if escaped:
             frame = replace_escaped_bytes(frame)
 
         def mark(mask: np.ndarray, reason: str) -> None:
-            outcome[(outcome == "") & mask] = reason
+            hit = candidate & mask
+            outcome[hit] = reason
+            candidate[hit] = False
 
         times = to_epoch_ms(self._role(frame, "timestamp"))
         mark(times == INVALID_MS, "unparsable_time")
@@ -288,13 +291,13 @@ class Mapper:
         if before_window == LATE:  # only an event that would have been sent is late (checked last)
             mark(times < start_ms, LATE)
 
-        result = MappedChunk(events=[], rows=np.flatnonzero(outcome == ""))
+        result = MappedChunk(events=[], rows=np.flatnonzero(candidate))
         too_late = outcome == LATE
         if too_late.any():
             days, counts = np.unique(times[too_late] // DAY_MS, return_counts=True)
             for day, count in zip(days.tolist(), counts.tolist(), strict=True):
                 result.too_late_days[(EPOCH + timedelta(days=day)).isoformat()] += count
-        for position in np.flatnonzero(outcome != ""):
+        for position in np.flatnonzero(~candidate):
             reason = outcome[position]
             kind = "skipped" if reason in SKIP_REASONS else "invalid"
             result.rejected.append((int(position), reason, kind))
@@ -303,7 +306,7 @@ class Mapper:
         rows = result.rows
         if len(rows) == 0:
             return result
-        good = frame.iloc[rows].reset_index(drop=True)
+        good = frame if len(rows) == n else frame.iloc[rows].reset_index(drop=True)  # most chunks: all
         good_identity = [identity[r] for r in rows.tolist()]
         good_times = times[rows]
         good_names = names[rows]
