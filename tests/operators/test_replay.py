@@ -5,6 +5,7 @@ is raised as itself, so Airflow retries it, and the retry resumes from the ledge
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from datetime import UTC, datetime
@@ -266,3 +267,33 @@ def test_a_missing_or_unusable_heap_connection_fails_at_once_saying_how_to_fix_i
         assert way in message
     assert stats(emulator).get("requests", 0) == 0
     assert not (tmp_path / "walkme_heap" / "dead_letters").exists()
+
+
+def test_a_dry_run_packs_with_the_connections_batch_caps_as_the_real_run_does(
+    heap_connection: HeapEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The connection's ``max_batch_bytes`` decides which events are too large for any request: a
+    dry run counts them as the real run will (``event_too_large``), not as sent."""
+    with open(DAY_FILE.format(date=datetime(2024, 3, 10)), newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    big = {**rows[0], "wm_euId": "big-user", "sId": "s-big", "ctx.title": "x" * 1000}
+    with (tmp_path / "walkme_webhooks_2024-03-10.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([*rows, big])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HEAP_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "heap",
+                "host": heap_connection.url,
+                "login": "test-app",
+                "extra": {"max_batch_bytes": 1024},
+            }
+        ),
+    )
+    source = {"path": str(tmp_path / "walkme_webhooks_{date:%Y-%m-%d}.csv")}
+    dry = operator(source=source).execute(context(dry_run=True))
+    real = operator(source=source).execute(context())
+    assert real["invalid_by_reason"].get("event_too_large") == 1 and real["sent"] > 0
+    assert (dry["sent"], dry["invalid_by_reason"]) == (real["sent"], real["invalid_by_reason"])

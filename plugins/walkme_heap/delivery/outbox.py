@@ -239,6 +239,9 @@ class DryRunOutbox:
         for event in oversized:
             self.outcomes.oversized(event, self.max_bytes)
         self.summary.sent += len(events) - len(oversized)
+        if oversized:  # samples show what would be sent
+            too_large = {id(event) for event in oversized}
+            events = [event for event in events if id(event) not in too_large]
         self.samples.extend(events[: max(0, self.room - len(self.samples))])
 
     def finish(self) -> None:

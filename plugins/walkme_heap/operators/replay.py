@@ -202,13 +202,21 @@ class WalkMeToHeapOperator(BaseOperator):
 
     def _dry_run_app(self, options: ReplayOptions) -> ReplayOptions:
         """A dry run makes no client, yet its "already sent" is for the app the Heap connection
-        names (acknowledgements are per app); without that connection, any app's."""
+        names (acknowledgements are per app), and it packs events with the connection's batch caps
+        (an event too large for any request is counted as the real run will); without that
+        connection, any app's and the default caps."""
         try:
             connection = HeapHook.get_connection(self.heap_conn_id)
         except AirflowNotFoundException:
             self.log.info("Heap connection '%s' is not defined: any app's count as sent", self.heap_conn_id)
             return options
-        return replace(options, app_id=(connection.login or "").strip() or None)  # as HeapClient reads it
+        options = replace(options, app_id=(connection.login or "").strip() or None)  # as HeapClient reads it
+        try:
+            settings = HeapHook(heap_conn_id=self.heap_conn_id).settings()
+        except (HeapConfigError, ValueError) as exc:  # the real run fails on it; a dry run says so
+            self.log.warning("dry run: the default batch caps (the Heap connection is unusable: %s)", exc)
+            return options
+        return replace(options, max_events=settings.max_batch_events, max_bytes=settings.max_batch_bytes)
 
     def _ledger(self, connections: AirflowConnections) -> Ledger:
         try:
