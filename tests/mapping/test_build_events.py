@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import orjson
@@ -54,3 +55,20 @@ def test_many_properties_and_no_properties() -> None:
     assert build_events(["a"], ["e"], ["t"], ["k"], [], []) == [
         {"identity": "a", "event": "e", "timestamp": "t", "idempotency_key": "k"}
     ]
+
+
+def test_sparse_columns_make_dicts_no_larger_than_their_values_need() -> None:
+    """JSON sources whose keys vary by row: 40 columns, one value a row. Each row's dict holds one
+    property and is the size of a dict made with one (a dict keeps the size it was built with)."""
+    prop_keys = [f"p{i}" for i in range(40)]
+    columns = [["x" if row == i % 20 else None for row in range(20)] for i in range(40)]
+    fields = [[f"{name}{n}" for n in range(20)] for name in ("id", "ev", "t", "k")]
+    events = build_events(*fields, prop_keys, columns)
+    assert events == reference(*fields, prop_keys, columns)
+    assert all(sys.getsizeof(e["properties"]) == sys.getsizeof({"p0": "x"}) for e in events)
+    # dense but for a few: those few rows' dicts are made again, the size their values need
+    columns = [["x"] * 20 for _ in range(8)]
+    columns[0][3] = columns[1][3] = columns[2][3] = None
+    events = build_events(*fields, prop_keys[:8], columns)
+    assert events == reference(*fields, prop_keys[:8], columns)
+    assert sys.getsizeof(events[3]["properties"]) == sys.getsizeof(dict.fromkeys(prop_keys[3:8], "x"))

@@ -129,6 +129,9 @@ def _canonical_text(value: Any) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
+MAX_GENERATED = 256  # properties a generated builder takes; wider chunks are built row by row
+
+
 def build_events(
     identities: list[str],
     names: list[str],
@@ -137,29 +140,60 @@ def build_events(
     prop_keys: list[str],
     prop_columns: list[list[Any]],
 ) -> list[dict[str, Any]]:
-    """The events of a chunk from its columns: the per-row work of a replay. One comprehension with
-    a dict display per row (``_event_builder``); then a dropped value (None) leaves its row's dict
-    (or, where two columns share a Heap key, the row's dict is made again without it, the later
-    column's value winning as before), and a row with no property left has no "properties" key."""
-    if not prop_keys:
+    """The events of a chunk from its columns: the per-row work of a replay.
+
+    Dense columns (the common case): one comprehension with a dict display per row
+    (``_event_builder``); then a dropped value (None) leaves its row's dict, or the row's dict is
+    made again without its dropped values where they are many (a dict keeps the size it was built
+    with) or where two columns share a Heap key (the later column's value wins, as ``dict(zip())``).
+    Sparse or very wide columns (many dropped values, more than ``MAX_GENERATED`` properties: JSON
+    sources whose keys vary by row): row by row, each dict holding only its values. A row with no
+    property left has no "properties" key either way."""
+    count = len(prop_keys)
+    if not count:
         return _event_builder(0)((), identities, names, stamps, keys, ())
-    events = _event_builder(len(prop_keys))(prop_keys, identities, names, stamps, keys, prop_columns)
-    holes = [(key, column) for key, column in zip(prop_keys, prop_columns, strict=True) if None in column]
+    holes = [(k, _none_positions(c)) for k, c in zip(prop_keys, prop_columns, strict=True) if None in c]
+    dropped = sum(len(rows) for _, rows in holes)
+    if count > MAX_GENERATED or 2 * dropped > count * len(identities):
+        return _events_row_by_row(identities, names, stamps, keys, prop_keys, prop_columns)
+    events = _event_builder(count)(prop_keys, identities, names, stamps, keys, prop_columns)
     if not holes:
         return events
-    dropped = [(key, _none_positions(column)) for key, column in holes]
-    touched = {row for _, rows in dropped for row in rows}
-    if len(set(prop_keys)) < len(prop_keys):  # one Heap key for two columns: those rows made again
-        for row in touched:
-            kept = {k: c[row] for k, c in zip(prop_keys, prop_columns, strict=True) if c[row] is not None}
-            events[row]["properties"] = kept
-    else:  # each key once: a dropped value leaves its row's dict
-        for key, rows in dropped:
+    per_row = np.bincount(np.concatenate([np.asarray(rows) for _, rows in holes]), minlength=len(events))
+    unique_keys = len(set(prop_keys)) == count
+    remade = np.flatnonzero(per_row * 4 > count) if unique_keys else np.flatnonzero(per_row)
+    for row in remade.tolist():
+        kept = {k: c[row] for k, c in zip(prop_keys, prop_columns, strict=True) if c[row] is not None}
+        events[row]["properties"] = kept
+    if unique_keys:  # the other rows lose their few dropped values in place
+        remade_rows = set(remade.tolist())
+        for key, rows in holes:
             for row in rows:
-                del events[row]["properties"][key]
-    for row in touched:
+                if row not in remade_rows:
+                    del events[row]["properties"][key]
+    for row in np.flatnonzero(per_row).tolist():
         if not events[row]["properties"]:
             del events[row]["properties"]
+    return events
+
+
+def _events_row_by_row(
+    identities: list[str],
+    names: list[str],
+    stamps: list[str],
+    keys: list[str],
+    prop_keys: list[str],
+    prop_columns: list[list[Any]],
+) -> list[dict[str, Any]]:
+    """``build_events`` for sparse or very wide columns: each row's dict holds only its values."""
+    events = []
+    rows = zip(identities, names, stamps, keys, zip(*prop_columns, strict=True), strict=True)
+    for who, what, when, key, values in rows:
+        event = {"identity": who, "event": what, "timestamp": when, "idempotency_key": key}
+        properties = {k: v for k, v in zip(prop_keys, values, strict=True) if v is not None}
+        if properties:
+            event["properties"] = properties
+        events.append(event)
     return events
 
 
