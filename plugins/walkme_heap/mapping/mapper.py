@@ -142,37 +142,31 @@ def build_events(
 ) -> list[dict[str, Any]]:
     """The events of a chunk from its columns: the per-row work of a replay.
 
-    Dense columns (the common case): one comprehension with a dict display per row
-    (``_event_builder``); then a dropped value (None) leaves its row's dict, or the row's dict is
-    made again without its dropped values where they are many (a dict keeps the size it was built
-    with) or where two columns share a Heap key (the later column's value wins, as ``dict(zip())``).
-    Sparse or very wide columns (many dropped values, more than ``MAX_GENERATED`` properties: JSON
-    sources whose keys vary by row): row by row, each dict holding only its values. A row with no
-    property left has no "properties" key either way."""
-    count = len(prop_keys)
+    Rows whose values are all there (the common case): one comprehension with a dict display per
+    row (``_event_builder``); the rows that hold a dropped value (None) are then made again without
+    it (a dict keeps the size it was built with: emptying it in place would keep it large). Where
+    those are half the rows or more, or there are more than ``MAX_GENERATED`` properties (JSON
+    sources whose keys vary by row), every row is made row by row instead. Either way each dict
+    holds only its values, a later column's value wins where two share a Heap key (as in
+    ``dict(zip())``), and a row with no property left has no "properties" key."""
+    count, n = len(prop_keys), len(identities)
     if not count:
         return _event_builder(0)((), identities, names, stamps, keys, ())
-    holes = [(k, _none_positions(c)) for k, c in zip(prop_keys, prop_columns, strict=True) if None in c]
-    dropped = sum(len(rows) for _, rows in holes)
-    if count > MAX_GENERATED or 2 * dropped > count * len(identities):
+    holes = [column for column in prop_columns if None in column]  # a scan in C each
+    if count > MAX_GENERATED or any(2 * column.count(None) >= n for column in holes):
+        return _events_row_by_row(identities, names, stamps, keys, prop_keys, prop_columns)
+    remade: np.ndarray = np.zeros(n, dtype=bool)
+    for column in holes:
+        remade |= np.fromiter(map(operator.is_, column, repeat(None)), dtype=bool, count=n)
+    rows = np.flatnonzero(remade).tolist()
+    if 2 * len(rows) >= n:
         return _events_row_by_row(identities, names, stamps, keys, prop_keys, prop_columns)
     events = _event_builder(count)(prop_keys, identities, names, stamps, keys, prop_columns)
-    if not holes:
-        return events
-    per_row = np.bincount(np.concatenate([np.asarray(rows) for _, rows in holes]), minlength=len(events))
-    unique_keys = len(set(prop_keys)) == count
-    remade = np.flatnonzero(per_row * 4 > count) if unique_keys else np.flatnonzero(per_row)
-    for row in remade.tolist():
+    for row in rows:
         kept = {k: c[row] for k, c in zip(prop_keys, prop_columns, strict=True) if c[row] is not None}
-        events[row]["properties"] = kept
-    if unique_keys:  # the other rows lose their few dropped values in place
-        remade_rows = set(remade.tolist())
-        for key, rows in holes:
-            for row in rows:
-                if row not in remade_rows:
-                    del events[row]["properties"][key]
-    for row in np.flatnonzero(per_row).tolist():
-        if not events[row]["properties"]:
+        if kept:
+            events[row]["properties"] = kept
+        else:
             del events[row]["properties"]
     return events
 
@@ -195,10 +189,6 @@ def _events_row_by_row(
             event["properties"] = properties
         events.append(event)
     return events
-
-
-def _none_positions(column: list[Any]) -> list[int]:
-    return np.flatnonzero(np.fromiter(map(operator.is_, column, repeat(None)), bool, len(column))).tolist()
 
 
 @functools.lru_cache(maxsize=64)
