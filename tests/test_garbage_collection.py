@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,46 @@ def test_settings_inside_and_restored_after_even_on_error() -> None:
             pass
         assert gc.get_threshold()[0] == YOUNG_THRESHOLD and gc.get_freeze_count() > 0
         raise RuntimeError
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_objects_frozen_before_stay_frozen_after() -> None:
+    """Airflow freezes objects around its forks: a replay neither adds to them nor thaws them."""
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with fewer_collections():
+            assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_replays_in_threads_share_the_tuning_until_the_last_one_ends() -> None:
+    before = gc.get_threshold()
+    first_in, first_out, second_done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def first() -> None:
+        with fewer_collections():
+            first_in.set()
+            first_out.wait(10)
+
+    def second() -> None:
+        first_in.wait(10)
+        with fewer_collections():
+            first_out.set()
+            time.sleep(0.05)  # the first replay ends meanwhile
+            seen.append(gc.get_threshold()[0])
+        second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert second_done.is_set() and seen == [YOUNG_THRESHOLD]
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 

@@ -339,3 +339,26 @@ def test_empty_frame_maps_to_nothing() -> None:
     spec = MappingSpec()
     result = Mapper(spec, bind_columns(spec, list(frame.columns), "t")).map_chunk(frame, 0, 1)
     assert result.events == [] and isinstance(result.rows, np.ndarray)
+
+
+def test_event_names_are_remembered_within_bounds() -> None:
+    """Pairs are named once and kept across chunks, but free text in a type column keeps at most
+    ``MAX_REMEMBERED_PAIRS`` short pairs, and long ones not at all."""
+    from walkme_heap.mapping import event_names
+    from walkme_heap.mapping.event_names import EventNamer
+    from walkme_heap.mapping.spec import EventNameSpec
+
+    namer = EventNamer(EventNameSpec())
+    items = pd.Series(["wt"] * 3 + ["x" * 300], dtype="str")
+    events = pd.Series(["play", "play", "noSuchType", "click"], dtype="str")
+    assert namer.names(items, events, 4).tolist() == [
+        namer.name("wt", "play"),
+        namer.name("wt", "play"),
+        namer.name("wt", "noSuchType"),
+        namer.name("x" * 300, "click"),
+    ]
+    assert set(namer._named) == {("wt", "play"), ("wt", "noSuchType")}  # the long pair not kept
+    many = pd.Series([f"type-{i}" for i in range(event_names.MAX_REMEMBERED_PAIRS + 5)], dtype="str")
+    names = namer.names(many, many, len(many))
+    assert names[-1] == namer.name(many.iloc[-1], many.iloc[-1])
+    assert len(namer._named) <= event_names.MAX_REMEMBERED_PAIRS

@@ -13,7 +13,8 @@ import pandas as pd
 from walkme_heap.mapping.presets import EVENT_TYPE_NAMES, ITEM_TYPE_NAMES, PAIR_NAMES
 from walkme_heap.mapping.spec import EventNameSpec
 
-MAX_REMEMBERED_PAIRS = 100_000  # distinct (item type, event type) pairs kept named between chunks
+MAX_REMEMBERED_PAIRS = 10_000  # distinct (item type, event type) pairs kept named between chunks
+MAX_REMEMBERED_CHARS = 256  # longer pairs (free text in a type column) are named each time, not kept
 
 
 class EventNamer:
@@ -43,14 +44,13 @@ class EventNamer:
 
     def names(self, item_types: pd.Series | None, event_types: pd.Series | None, n: int) -> np.ndarray:
         """Names for a chunk; empty string where no name can be formed. Each distinct pair is named
-        once per run (remembered across chunks, up to ``MAX_REMEMBERED_PAIRS``)."""
+        once per run (remembered across chunks: up to ``MAX_REMEMBERED_PAIRS`` pairs of at most
+        ``MAX_REMEMBERED_CHARS`` characters)."""
         if self.spec.constant is not None:
             return np.full(n, self.spec.constant, dtype=object)
         empty = [""] * n
         items = empty if item_types is None else item_types.fillna("").astype(str).tolist()
         events = empty if event_types is None else event_types.fillna("").astype(str).tolist()
-        if len(self._named) > MAX_REMEMBERED_PAIRS:  # free text in a type column: start over
-            self._named.clear()
         out = np.empty(n, dtype=object)
         out[:] = list(map(self._named.__getitem__, zip(items, events, strict=True)))
         return out
@@ -64,5 +64,9 @@ class _Named(dict[tuple[str, str], str]):
         self.namer = namer
 
     def __missing__(self, pair: tuple[str, str]) -> str:
-        name = self[pair] = self.namer.name(*pair)
+        name = self.namer.name(*pair)
+        if len(pair[0]) + len(pair[1]) <= MAX_REMEMBERED_CHARS:  # memory stays a few MB at most
+            if len(self) >= MAX_REMEMBERED_PAIRS:  # free text in a type column: start over
+                self.clear()
+            self[pair] = name
         return name
