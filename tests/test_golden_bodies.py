@@ -49,7 +49,9 @@ class CapturingSession(requests.Session):
         return response
 
 
-def replay_digest(source: Any, spec: MappingSpec, window: Window, tmp_path: Path, **options: Any) -> dict:
+def replay_digest(
+    source: Any, spec: MappingSpec, window: Window, tmp_path: Path, *, ledger: Any = None, **options: Any
+) -> dict:
     """Replay into a capturing client: the digest of the bodies, of the dead letters, and the counts."""
     session = CapturingSession()
     client = HeapClient("http://127.0.0.1:9", "golden-app", session=session)
@@ -62,6 +64,7 @@ def replay_digest(source: Any, spec: MappingSpec, window: Window, tmp_path: Path
         window,
         client,
         ReplayOptions(**settings),
+        ledger=ledger,
         dead_letters=letters,
         work_dir=tmp_path / "work",
     )
@@ -152,4 +155,61 @@ def test_the_benchmark_export_sends_the_same_bytes(
         "requests": requests,
         "dead_letters": NO_DEAD_LETTERS,
         "counts": [20_000, 20_000, 0, requests, [], [], [], 0],
+    }
+
+
+def write_with_repeats(path: Path) -> Path:
+    """The benchmark's export (5,000 rows) and 500 redeliveries of its rows: the same key fields,
+    another title, so the body of the first occurrence differs from the repeat's."""
+    bench.generate(path, 5_000, identities=300, seed=3)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    title = header.index("ctx.title")
+    with path.open("a", encoding="utf-8") as handle:
+        for line in lines[1:501]:
+            fields = line.rstrip("\n").split(",")
+            fields[title] = "redelivered"
+            handle.write(",".join(fields) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("event_id", "bodies"), [(False, "a29d7b008c62a4654130ef98"), (True, "8503e3eb8d1de26ba4effbfd")]
+)
+def test_repeats_the_ledger_and_keys_spilled_to_disk_send_the_same_bytes(
+    tmp_path: Path, event_id: bool, bodies: str
+) -> None:
+    """Repeats keep their first occurrence; a second run sends nothing (the ledger); the in-run
+    check spills its keys to disk (``dedupe_memory_keys``); with an event-id column, keys from it."""
+    from walkme_heap.ledger import Ledger
+
+    path = write_with_repeats(tmp_path / "repeats.csv")
+    spec = MappingSpec(**bench.SPEC_KW, columns={"event_id": ["sId"]} if event_id else {})
+    ledger = Ledger.sqlite(str(tmp_path / "ledger.db"))
+    try:
+        first, second = (
+            replay_digest(
+                CsvSource(str(path), bench.window(), chunk_rows=700),
+                spec,
+                bench.window(),
+                tmp_path / run,
+                ledger=ledger,
+                dedupe_memory_keys=1_000,
+            )
+            for run in ("first", "second")
+        )
+    finally:
+        ledger.close()
+    repeats = [("duplicate_in_source", 500)]
+    assert first == {
+        "bodies": bodies,
+        "requests": 5,
+        "dead_letters": NO_DEAD_LETTERS,
+        "counts": [5_500, 5_000, 0, 5, [], repeats, [], 0],
+    }
+    assert second == {
+        "bodies": hashlib.sha256(b"").hexdigest()[:24],
+        "requests": 0,
+        "dead_letters": NO_DEAD_LETTERS,
+        "counts": [5_500, 0, 5_000, 0, [], repeats, [], 0],
     }
