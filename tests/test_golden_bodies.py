@@ -159,17 +159,23 @@ def test_the_benchmark_export_sends_the_same_bytes(
 
 
 def write_with_repeats(path: Path) -> Path:
-    """The benchmark's export (5,000 rows) and 500 redeliveries of its rows: the same key fields,
-    another title, so the body of the first occurrence differs from the repeat's."""
+    """The benchmark's export (5,000 rows) with 500 redeliveries: the same key fields, another
+    title, so the body of the first occurrence differs from the repeat's. 250 follow their original
+    at once (one chunk holds both), 250 come at the end (a later chunk)."""
     bench.generate(path, 5_000, identities=300, seed=3)
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = lines[0].rstrip("\n").split(",")
-    title = header.index("ctx.title")
-    with path.open("a", encoding="utf-8") as handle:
-        for line in lines[1:501]:
-            fields = line.rstrip("\n").split(",")
-            fields[title] = "redelivered"
-            handle.write(",".join(fields) + "\n")
+    header, *rows = path.read_text(encoding="utf-8").splitlines()
+    title = header.split(",").index("ctx.title")
+
+    def redelivered(row: str) -> str:
+        fields = row.split(",")
+        fields[title] = "redelivered"
+        return ",".join(fields)
+
+    lines = [header]
+    for number, row in enumerate(rows):
+        lines += [row, redelivered(row)] if number < 250 else [row]
+    lines += [redelivered(row) for row in rows[250:500]]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
