@@ -544,9 +544,10 @@ def write_outputs(results: dict[str, Any]) -> None:
         f"{machine['memory_gb']} GiB, {machine['processor']}, Python {machine['python']}, "
         f"{machine['platform']}. Every variant runs in a fresh process; CPU is that process's user + "
         "system time over its whole life (every thread, and the imports: about 0.7 s of pandas, numpy, "
-        "SQLAlchemy and requests, which an Airflow worker has loaded anyway), peak RSS its own "
-        "high-water mark (VmHWM). The sink and the emulator run in processes of their own, on "
-        "loopback, and their CPU is not counted. Numbers are one run's measurements.",
+        "SQLAlchemy and requests, which an Airflow worker has loaded anyway), except the floor's, which "
+        "counts only its encoding of events already built. Peak RSS is the process's own high-water "
+        "mark (VmHWM). The sink and the emulator run in processes of their own, on loopback, and their "
+        "CPU is not counted. Numbers are one run's measurements.",
         "",
         f"## The same {sink_pipe['events']:,}-row CSV, each way, side by side",
         "",
@@ -578,8 +579,9 @@ def write_outputs(results: dict[str, Any]) -> None:
     lines += [
         "",
         f"The strict emulator accepted {checked['accepted']:,} of the pipeline's {strict['events']:,} "
-        f"events ({checked['unique']:,} unique, {checked['rejected_400']} requests refused): the bodies "
-        "the pipeline builds are Heap's contract, byte for byte as the golden tests pin them.",
+        f"events ({checked['unique']:,} unique, {checked['rejected_400']} requests refused) in the run "
+        "against it, which builds the same bodies as the run against the sink (the same CSV; the bodies "
+        "are deterministic and pinned byte for byte by tests/test_golden_bodies.py).",
         "",
         "Targets (issue 17), as measured:",
         "",
@@ -657,7 +659,9 @@ def _profile_lines(after: dict[str, Any] | None) -> list[str]:
         "## Where a dry run's CPU goes (py-spy, sampling)",
         "",
         f"Share of samples in each stage (inclusive), before the hot-path work (commit {before['commit']}, "
-        f"{before['samples']:,} samples) and now ({after['samples']:,} samples), on the 1M-row dry run:",
+        f"{before['samples']:,} samples) and now ({after['samples']:,} samples), on a 1M-row dry run "
+        "of the generator's export. The keys' 64-bit hashes were read back from the keys' text in the "
+        "dedupe stage before; they are made with the keys now, so part of dedupe's drop moved to keys.",
         "",
         "| stage | before | now |",
         "|---|---:|---:|",
