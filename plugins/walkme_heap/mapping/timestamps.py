@@ -90,7 +90,7 @@ def _all_digits(series: pd.Series) -> np.ndarray | None:
         return None
     try:
         return np.fromiter(map(int, values), dtype=np.int64, count=len(values))
-    except OverflowError:  # beyond int64: the general path decides
+    except (OverflowError, ValueError):  # beyond int64, or past int()'s 4,300 digits: the general path
         return None
 
 
