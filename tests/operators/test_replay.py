@@ -45,11 +45,14 @@ def ledger() -> Ledger:
     return Ledger.sqlite(str(default_home() / "ledger.db"))
 
 
-def point_heap_at(emulator: HeapEmulator, monkeypatch: pytest.MonkeyPatch, app_id: str) -> None:
-    """``heap_default`` with another app id (the connection pointed elsewhere, or a wrong id fixed)."""
+def point_heap_at(
+    emulator: HeapEmulator, monkeypatch: pytest.MonkeyPatch, app_id: str = "test-app", **extra: Any
+) -> None:
+    """``heap_default`` with another app id (the connection pointed elsewhere, or a wrong id fixed)
+    and ``extra`` settings, if any."""
+    connection = {"conn_type": "heap", "host": emulator.url, "login": app_id}
     monkeypatch.setenv(
-        "AIRFLOW_CONN_HEAP_DEFAULT",
-        json.dumps({"conn_type": "heap", "host": emulator.url, "login": app_id}),
+        "AIRFLOW_CONN_HEAP_DEFAULT", json.dumps({**connection, **({"extra": extra} if extra else {})})
     )
 
 
@@ -120,17 +123,7 @@ def test_missing_columns_fail_without_retry_and_nothing_is_sent(heap_connection:
 def test_heap_not_acknowledging_is_retried_and_resumes(
     heap_connection: HeapEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_HEAP_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "heap",
-                "host": heap_connection.url,
-                "login": "test-app",
-                "extra": {"retry_max_seconds": 1, "max_batch_events": 2},
-            }
-        ),
-    )
+    point_heap_at(heap_connection, monkeypatch, retry_max_seconds=1, max_batch_events=2)
     configure(heap_connection, burst_5xx=10_000)
     with pytest.raises(DeliveryError, match="pipeline 'p': a batch of 2 events was not acknowledged") as info:
         operator().execute(context())
@@ -281,17 +274,7 @@ def test_a_dry_run_packs_with_the_connections_batch_caps_as_the_real_run_does(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows([*rows, big])
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_HEAP_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "heap",
-                "host": heap_connection.url,
-                "login": "test-app",
-                "extra": {"max_batch_bytes": 1024},
-            }
-        ),
-    )
+    point_heap_at(heap_connection, monkeypatch, max_batch_bytes=1024)
     source = {"path": str(tmp_path / "walkme_webhooks_{date:%Y-%m-%d}.csv")}
     dry = operator(source=source).execute(context(dry_run=True))
     real = operator(source=source).execute(context())

@@ -162,12 +162,15 @@ def build_events(
     if 2 * len(rows) >= n:
         return _events_row_by_row(identities, names, stamps, keys, prop_keys, prop_columns)
     events = _event_builder(count)(prop_keys, identities, names, stamps, keys, prop_columns)
-    for row in rows:
-        kept = {k: c[row] for k, c in zip(prop_keys, prop_columns, strict=True) if c[row] is not None}
-        if kept:
-            events[row]["properties"] = kept
-        else:
-            del events[row]["properties"]
+
+    def picked(values: list[Any]) -> list[Any]:
+        return [values[row] for row in rows]
+
+    again = _events_row_by_row(
+        *map(picked, (identities, names, stamps, keys)), prop_keys, list(map(picked, prop_columns))
+    )
+    for row, event in zip(rows, again, strict=True):  # those rows made again, row by row
+        events[row] = event
     return events
 
 
