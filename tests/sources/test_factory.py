@@ -95,7 +95,7 @@ def test_a_spec_is_logged_as_its_settings() -> None:
         "type": "sql",
         "conn_id": "wh",
         "on_missing": "fail",
-        "chunk_rows": 20000,
+        "chunk_rows": 10000,
         "delimiter": ",",
         "table": "t",
         "time_column": "c",

@@ -12,7 +12,9 @@ from typing import Any, Protocol
 import orjson
 import pandas as pd
 
-DEFAULT_CHUNK_ROWS = 20_000  # rows a chunk: bounds memory (a chunk of JSON payloads is the heaviest)
+# Rows a chunk: bounds memory (a chunk of JSON payloads is the heaviest). 10,000 rather than 20,000:
+# the same CPU a row, about 20 MB less peak memory a replay (docs/benchmarks.md).
+DEFAULT_CHUNK_ROWS = 10_000
 
 
 class SourceError(RuntimeError):
