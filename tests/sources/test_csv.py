@@ -198,9 +198,9 @@ def test_an_oversized_record_is_malformed_never_parsed_and_the_rest_replays(
     real = pd.read_csv
 
     def spy(handle: Any, **kwargs: Any) -> Any:
-        data = handle.read()
-        seen.append(data)
-        return real(io.BytesIO(data), **kwargs)
+        data = handle.read()  # the header's bytes, or the records' text (decoded for the parser)
+        seen.append(data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape"))
+        return real(io.BytesIO(seen[-1]), **kwargs)
 
     monkeypatch.setattr(csv_files.pd, "read_csv", spy)
     good, bad = numbered(chunks_of(path, chunk_rows=2, max_record_bytes=1000))
@@ -393,3 +393,26 @@ def test_a_file_no_longer_utf8_when_read_fails_with_a_clear_error(
     monkeypatch.setattr(CsvSource, "_prescan", then_damaged)
     with pytest.raises(SourceError, match="did it change while read"):
         list(source.chunks(str(path)))
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_leading_blanks_are_kept_wherever_the_parser_s_buffer_ends(
+    tmp_path: Path, newline: str, escaped: bool
+) -> None:
+    """pandas' C parser loses the blanks that start a record when its read buffer ends among them
+    (pandas-dev/pandas#34085): ``" x"`` became ``"x"``, ``" "`` a missing value. Records of 1 to 6
+    blanks before their value, over several MB, put buffer ends inside them wherever the buffers
+    end; every value must come back as the file holds it (Python's csv module says what it holds)."""
+    rng = random.Random(34085)
+    values = [" " * rng.randint(1, 6) + rng.choice(["x", "", "\tx", "ü"]) for _ in range(400_000)]
+    text = "a,b" + newline + "".join(f"{v},{i}{newline}" for i, v in enumerate(values))
+    if escaped:  # a byte that is not UTF-8: the file is decoded with surrogateescape
+        text = text.replace("a,b", "a,b\udcff", 1)
+    path = tmp_path / "blanks.csv"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    expected = values  # blanks then a value, or blanks alone (a value too: only "" is missing)
+    got = [v for chunk in chunks_of(path, chunk_rows=100_000) for v in chunk.frame["a"].tolist()]
+    got = [None if v is None or v != v else v for v in got]  # NaN -> None
+    wrong = [(i, expected[i], got[i]) for i in range(len(values)) if got[i] != expected[i]]
+    assert len(got) == len(values) and not wrong[:5], f"{len(wrong)} values altered, e.g. {wrong[:5]}"

@@ -213,7 +213,8 @@ class CsvSource(FileSource):
     def _read(self, url: str, header: _Header, scan: _Scan) -> Iterator[Chunk]:
         skipped_leading: list[int] = []
         while True:
-            handle = _Without(self.open(url), scan.drops, scan.size)
+            errors = "surrogateescape" if scan.escaped else "strict"
+            handle = _LineStarts(_Without(self.open(url), scan.drops, scan.size), errors)
             with handle, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", pd.errors.ParserWarning)
                 reader = self._reader(
@@ -440,6 +441,69 @@ class _Scan:
         if buf.size:
             self._prev = int(buf[-1])
         return ends + base
+
+
+class _LineStarts(io.TextIOBase):
+    """A file's text for the parser, decoded here, each read ending where a line starts.
+
+    pandas' C parser loses the blanks (spaces, tabs) that start a record when its read buffer ends
+    among them (pandas-dev/pandas#34085): ``" x"`` would be read as ``"x"``, silently. Ending every
+    read at a line start (after ``\n``, or after a ``\r`` not followed by ``\n``) keeps a record's
+    leading blanks in one buffer; a line longer than a read is cut after its first non-blank.
+    """
+
+    _BLOCK, _MAX_BLOCK = 1 << 16, 1 << 20  # bytes decoded at a time: at least, at most
+
+    def __init__(self, raw: Any, errors: str) -> None:
+        self._raw = raw
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors)
+        self._text = ""  # decoded, not yet handed to the parser
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, size: int) -> None:
+        """Decode until more than ``size`` characters wait (one more: what follows a ``\r``)."""
+        parts = [self._text]
+        have = len(self._text)
+        while have <= size and not self._ended:
+            block = self._raw.read(min(max(self._BLOCK, size - have + 1), self._MAX_BLOCK))
+            text = self._decoder.decode(block, final=not block)
+            self._ended = not block
+            parts.append(text)
+            have += len(text)
+        self._text = "".join(parts)
+
+    def read(self, size: int | None = -1) -> str:
+        if size is None or size < 0:
+            self._fill(1 << 62)
+            text, self._text = self._text, ""
+            return text
+        self._fill(size)
+        text = self._text
+        cut = len(text) if len(text) <= size else self._cut(text, size)
+        while cut >= len(text) and not self._ended:  # a record's blanks reach the end of what waits
+            self._fill(len(text))
+            text = self._text
+            cut = len(text) if len(text) <= size else self._cut(text, size)
+        self._text = text[cut:]
+        return text[:cut]
+
+    @staticmethod
+    def _cut(text: str, size: int) -> int:
+        """Where a read of at most about ``size`` characters of ``text`` (longer) may end."""
+        lf = text.rfind("\n", 0, size)
+        cr = text.rfind("\r", 0, size)
+        cut = max(lf + 1, cr + 1 if cr >= 0 and text[cr + 1] != "\n" else 0)
+        if cut:
+            return cut
+        # no line starts here: a long line, which began this read; never end among its leading blanks
+        return max(size, len(text) - len(text.lstrip(" \t")) + 1)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _Without(io.RawIOBase):
