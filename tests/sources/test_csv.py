@@ -416,3 +416,74 @@ def test_leading_blanks_are_kept_wherever_the_parser_s_buffer_ends(
     got = [None if v is None or v != v else v for v in got]  # NaN -> None
     wrong = [(i, expected[i], got[i]) for i in range(len(values)) if got[i] != expected[i]]
     assert len(got) == len(values) and not wrong[:5], f"{len(wrong)} values altered, e.g. {wrong[:5]}"
+
+
+@pytest.mark.parametrize(
+    ("data", "record"),
+    [
+        (b"a,b\n1,2\n\r,3\n", 3),  # an empty line ended by a lone \r (\n\r line ends)
+        (b"a,b\r\r,3\r", 2),  # classic Mac line ends with an empty line
+        (b"a,b\n1,2\n  \r,3\n", 3),  # a line of blanks
+        (b"a,b\n\t\r,3\n", 2),
+    ],
+)
+def test_a_record_pandas_would_shift_fails_the_file_before_its_first_chunk(
+    tmp_path: Path, data: bytes, record: int
+) -> None:
+    """After a blank line ended by a lone \\r, pandas' C parser drops the empty first field of a
+    record that starts with the delimiter and moves its values one column left (``,3`` is read as
+    ``3,``): a value of column b would be sent as the identity. Nothing of such a file is read."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    with pytest.raises(SourceError, match=rf"record {record} \(line {record + 1}\) starts with an empty"):
+        chunks_of(path)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a,b\n\r\n,3\n",  # a blank line ended by \r\n
+        b"a,b\n1,2\r,3\n",  # a lone \r ending a record that is not blank
+        b"a,b\n\r x,3\n",  # the next record does not start with the delimiter
+        b'a,b\n"q\n\r,3",4\n',  # inside a quoted value
+    ],
+)
+def test_lone_carriage_returns_the_parser_reads_right_are_read(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    rows = [
+        r
+        for c in chunks_of(path)
+        for r in c.frame.astype(object).where(c.frame.notna(), None).values.tolist()
+    ]
+    assert rows and all(len(r) == 2 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("tail", "shifted"),
+    [
+        (b"\r,3\n", (7, 8)),  # record 6 is blank, record 7 would be shifted
+        (b"  \t \r,3\n", (7, 8)),
+        (b'"q\n\r",3\n', None),  # quoted
+        (b"\r\n,3\n", None),  # \r\n ends the blank line
+        (b"z\r,3\n", None),  # not blank
+        (b"\r\r,3\n", (8, 9)),
+    ],
+)
+@pytest.mark.parametrize("seed", range(2))
+def test_the_shifted_record_is_found_wherever_the_blocks_end(
+    seed: int, tail: bytes, shifted: tuple[int, int] | None
+) -> None:
+    from walkme_heap.sources.csv_files import _Scan
+
+    rng = random.Random(seed)
+    data = b"h1,h2\n" + b"x,1\n" * 5 + tail + b"y,2\n"
+    for _ in range(50):
+        scan = _Scan(ord(","), 1 << 20, data_start=6, width=2)
+        position = 0
+        while position < len(data):
+            size = rng.randint(1, 5)
+            scan.feed(data[position : position + size])
+            position += size
+        scan.finish()
+        assert scan.shifted == shifted, data

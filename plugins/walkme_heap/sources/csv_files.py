@@ -184,6 +184,14 @@ class CsvSource(FileSource):
                 text.decode(b"", final=True)  # a sequence cut at the end of the file
             except UnicodeDecodeError:
                 scan.escaped = True
+        if scan.shifted is not None:
+            record, line = scan.shifted
+            raise SourceError(
+                f"{url}: record {record} (line {line}) starts with an empty field "
+                "right after a blank line that ends in a lone carriage return (\\r): pandas' CSV parser "
+                "would move that record's values one column to the left, so the file is not read (nothing "
+                "of it is sent; re-export it with \\n or \\r\\n line ends)"
+            )
         if scan.inside:
             record, line = scan.open_record()
             raise SourceError(
@@ -314,6 +322,10 @@ class _Scan:
         self.drops: list[tuple[int, int]] = []  # byte ranges the parser must not see
         self.malformed: dict[int, str] = {}  # record number -> why it was left out
         self.escaped = False  # the file holds bytes that are not UTF-8 (kept as lone surrogates)
+        # (record, line) of the first record pandas would shift (``_find_shifted``), and of the one
+        # after a blank line's lone \r that ended the last block (the byte after it comes next).
+        self.shifted: tuple[int, int] | None = None
+        self._blank_cr: tuple[int, int] | None = None
 
     def feed(self, data: bytes) -> np.ndarray:
         """Scan the next block; returns the offsets of the record ends in it."""
@@ -322,6 +334,10 @@ class _Scan:
             self._last_end = self.bom - 1
             self.size = self.bom
         joined = self._carry + data if self._carry else data
+        if self._blank_cr is not None and joined:
+            if joined[0] == self.delimiter and self.shifted is None:
+                self.shifted = self._blank_cr
+            self._blank_cr = None
         kept = len(joined.rstrip(b'"'))  # a run of quotes at the end may go on in the next block
         base = self.size - len(self._carry)
         self.size += len(data)
@@ -368,6 +384,44 @@ class _Scan:
     def _drop(self, record: int, start: int, stop: int, length: int) -> None:
         self.drops.append((start, stop))
         self.malformed[record] = f"record of {length} bytes exceeds max_record_bytes {self.max_record}"
+
+    def _find_shifted(
+        self,
+        buf: np.ndarray,
+        base: int,
+        ends: np.ndarray,
+        starts: np.ndarray,
+        counted: np.ndarray,
+        breaks: np.ndarray,
+        physical: np.ndarray,
+    ) -> None:
+        """Sets ``shifted``: after a blank line (empty, or spaces and tabs) ended by a lone \\r,
+        pandas' C parser drops the empty first field of a record that starts with the delimiter and
+        moves its values one column left (``,3`` is read as ``3,``), silently. ``ends``: the record
+        ends in ``buf`` (at file offset ``base``); ``starts``: where each ending line starts in it
+        (below 0: in an earlier block); ``counted``, ``breaks``, ``physical``: as ``_scan`` has them
+        (to number the record)."""
+        following = ends + 1
+        in_block = following < buf.size
+        after = np.full(ends.size, -1, dtype=np.int64)  # the byte after each end (-1: not here yet)
+        after[in_block] = buf[following[in_block]]
+        lone = (buf[ends] == _CR) & (after != _LF) & (ends + base >= self.data_start)  # after the header
+        if not lone.any():
+            return
+        blanks = (buf == _SPACE) | ((buf == _TAB) & (self.delimiter != _TAB))
+        others = np.concatenate(([0], np.cumsum(~blanks)))  # others[k]: bytes before k not blank
+        blank = (others[ends] == others[np.maximum(starts, 0)]) & ((starts >= 0) | self._tail_blank)
+        hit = lone & blank & (after == self.delimiter)
+        pending = bool(lone[-1] and blank[-1] and not in_block[-1])
+        if not (hit.any() or pending):
+            return
+        end = int(np.argmax(hit)) if hit.any() else ends.size - 1
+        record = self._lines + int(np.count_nonzero(counted[: end + 1]))
+        line = self._physical + int(np.count_nonzero(physical[: int(np.searchsorted(breaks, ends[end])) + 1]))
+        if hit.any():
+            self.shifted = (record, line + 1)
+        else:
+            self._blank_cr = (record, line + 1)
 
     def _scan(self, buf: np.ndarray, base: int, quoted: bool, crs: bool) -> np.ndarray:
         """Scan ``buf`` (file offset ``base``), which holds no trailing quote unless at the end;
@@ -418,6 +472,8 @@ class _Scan:
                         int(offsets[i]),
                         int(sizes[i]),
                     )
+            if crs and self.shifted is None:
+                self._find_shifted(buf, base, ends, previous + 1 - base, counted, breaks, physical)
             last = int(np.searchsorted(breaks, ends[-1]))
             self._physical_at_end = self._physical + int(np.count_nonzero(physical[: last + 1]))
             self._lines += int(np.count_nonzero(counted))
