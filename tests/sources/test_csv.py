@@ -425,38 +425,45 @@ def test_leading_blanks_are_kept_wherever_the_parser_s_buffer_ends(
         (b"a,b\r\r,3\r", 2),  # classic Mac line ends with an empty line
         (b"a,b\n1,2\n  \r,3\n", 3),  # a line of blanks
         (b"a,b\n\t\r,3\n", 2),
+        (b"a,b\r" + b"x" * 50 + b",1\r,5\r6,7\r", 2),  # a record left out (too long) leaves its \r
+        (b"a,b\n1,2,3\r,5\n", 2),  # the first record, with extra fields, is skipped on a second read
+        (b"a,b\r1,2,3\r,5\r6,7\r", 2),
     ],
 )
 def test_a_record_pandas_would_shift_fails_the_file_before_its_first_chunk(
     tmp_path: Path, data: bytes, record: int
 ) -> None:
-    """After a blank line ended by a lone \\r, pandas' C parser drops the empty first field of a
-    record that starts with the delimiter and moves its values one column left (``,3`` is read as
-    ``3,``): a value of column b would be sent as the identity. Nothing of such a file is read."""
+    """After a line the parser skips (blank, or left out) ended by a lone \\r, pandas' C parser drops
+    the empty first field of a record that starts with the delimiter and moves its values one
+    column left (``,3`` is read as ``3,``): a value of column b would be sent as the identity.
+    Nothing of such a file is read."""
     path = tmp_path / "f.csv"
     path.write_bytes(data)
     with pytest.raises(SourceError, match=rf"record {record} \(line {record + 1}\) starts with an empty"):
-        chunks_of(path)
+        chunks_of(path, max_record_bytes=20)
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "delimiter", "expected"),
     [
-        b"a,b\n\r\n,3\n",  # a blank line ended by \r\n
-        b"a,b\n1,2\r,3\n",  # a lone \r ending a record that is not blank
-        b"a,b\n\r x,3\n",  # the next record does not start with the delimiter
-        b'a,b\n"q\n\r,3",4\n',  # inside a quoted value
+        (b"a,b\n\r\n,3\n", ",", [[None, "3"]]),  # a blank line ended by \r\n
+        (b"a,b\n1,2\r,3\n", ",", [["1", "2"], [None, "3"]]),  # a lone \r ending a record not blank
+        (b"a,b\n\r x,3\n", ",", [[" x", "3"]]),  # the next record does not start with the delimiter
+        (b'a,b\n"q\n\r,3",4\n', ",", [["q\n\r,3", "4"]]),  # inside a quoted value
+        (b"a b c\r  \r 5 6\r", " ", [[None, None, None], [None, "5", "6"]]),  # spaces delimit: a record
     ],
 )
-def test_lone_carriage_returns_the_parser_reads_right_are_read(tmp_path: Path, data: bytes) -> None:
+def test_lone_carriage_returns_the_parser_reads_right_are_read(
+    tmp_path: Path, data: bytes, delimiter: str, expected: list[list[str | None]]
+) -> None:
     path = tmp_path / "f.csv"
     path.write_bytes(data)
     rows = [
         r
-        for c in chunks_of(path)
+        for c in chunks_of(path, delimiter=delimiter)
         for r in c.frame.astype(object).where(c.frame.notna(), None).values.tolist()
     ]
-    assert rows and all(len(r) == 2 for r in rows)
+    assert rows == expected
 
 
 @pytest.mark.parametrize(

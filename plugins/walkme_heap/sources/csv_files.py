@@ -46,6 +46,7 @@ _BAD_LINE = re.compile(r"Skipping line (\d+): (.*)")
 _QUOTE, _LF, _CR, _SPACE, _TAB = 0x22, 0x0A, 0x0D, 0x20, 0x09
 _BOM = b"\xef\xbb\xbf"
 _HEADER_BLOCK = 64 << 10  # bytes read at a time while looking for the header's end
+MAX_SKIPPED_LEADING = 1000  # first records with extra fields skipped (pandas would make them an index)
 
 
 class CsvSource(FileSource):
@@ -185,13 +186,7 @@ class CsvSource(FileSource):
             except UnicodeDecodeError:
                 scan.escaped = True
         if scan.shifted is not None:
-            record, line = scan.shifted
-            raise SourceError(
-                f"{url}: record {record} (line {line}) starts with an empty field "
-                "right after a blank line that ends in a lone carriage return (\\r): pandas' CSV parser "
-                "would move that record's values one column to the left, so the file is not read (nothing "
-                "of it is sent; re-export it with \\n or \\r\\n line ends)"
-            )
+            raise SourceError(shifted_message(url, *scan.shifted))
         if scan.inside:
             record, line = scan.open_record()
             raise SourceError(
@@ -234,8 +229,12 @@ class CsvSource(FileSource):
                 first = next(reader, None)
                 if first is not None and not isinstance(first.index, pd.RangeIndex):
                     skipped_leading.append(len(skipped_leading) + 1)
-                    if len(skipped_leading) > 1000:
-                        raise SourceError(f"{url}: the first 1000 records all have extra fields")
+                    if len(skipped_leading) > MAX_SKIPPED_LEADING:
+                        raise SourceError(
+                            f"{url}: the first {MAX_SKIPPED_LEADING} records all have extra fields"
+                        )
+                    if skipped_leading[-1] in scan.cr_then_delimiter:  # skipped, it would shift the next
+                        raise SourceError(shifted_message(url, *scan.cr_then_delimiter[skipped_leading[-1]]))
                     continue
                 bad = {r: f"expected {header.width} fields, saw more" for r in skipped_leading}
                 bad.update(scan.malformed)
@@ -256,6 +255,16 @@ class CsvSource(FileSource):
                 if bad:
                     yield Chunk(frame=pd.DataFrame(), origin=url, malformed=sorted(bad.items()))
             return
+
+
+def shifted_message(url: str, record: int, line: int) -> str:
+    """Why a file whose record pandas would shift is not read."""
+    return (
+        f"{url}: record {record} (line {line}) starts with an empty field right after a line the parser "
+        "skips (blank, or left out) that ends in a lone carriage return (\\r): pandas' CSV parser would "
+        "move that record's values one column to the left, so the file is not read (nothing of it is "
+        "sent; re-export it with \\n or \\r\\n line ends, or without blank lines)"
+    )
 
 
 @dataclass(frozen=True)
@@ -322,10 +331,12 @@ class _Scan:
         self.drops: list[tuple[int, int]] = []  # byte ranges the parser must not see
         self.malformed: dict[int, str] = {}  # record number -> why it was left out
         self.escaped = False  # the file holds bytes that are not UTF-8 (kept as lone surrogates)
-        # (record, line) of the first record pandas would shift (``_find_shifted``), and of the one
-        # after a blank line's lone \r that ended the last block (the byte after it comes next).
+        # (record, line) of the first record pandas would shift (``_find_shifted``); of the records
+        # after the first ones that end in a lone \r followed by the delimiter (by the record before);
+        # and of the record after a lone \r that ended the last block, and whether its line is skipped.
         self.shifted: tuple[int, int] | None = None
-        self._blank_cr: tuple[int, int] | None = None
+        self.cr_then_delimiter: dict[int, tuple[int, int]] = {}
+        self._pending_cr: tuple[int, int, bool] | None = None
 
     def feed(self, data: bytes) -> np.ndarray:
         """Scan the next block; returns the offsets of the record ends in it."""
@@ -334,10 +345,14 @@ class _Scan:
             self._last_end = self.bom - 1
             self.size = self.bom
         joined = self._carry + data if self._carry else data
-        if self._blank_cr is not None and joined:
+        if self._pending_cr is not None and joined:
+            record, line, skipped = self._pending_cr
+            self._pending_cr = None
             if joined[0] == self.delimiter and self.shifted is None:
-                self.shifted = self._blank_cr
-            self._blank_cr = None
+                if skipped:
+                    self.shifted = (record, line)
+                elif record - 1 <= MAX_SKIPPED_LEADING + 1:
+                    self.cr_then_delimiter[record - 1] = (record, line)
         kept = len(joined.rstrip(b'"'))  # a run of quotes at the end may go on in the next block
         base = self.size - len(self._carry)
         self.size += len(data)
@@ -395,33 +410,39 @@ class _Scan:
         breaks: np.ndarray,
         physical: np.ndarray,
     ) -> None:
-        """Sets ``shifted``: after a blank line (empty, or spaces and tabs) ended by a lone \\r,
-        pandas' C parser drops the empty first field of a record that starts with the delimiter and
-        moves its values one column left (``,3`` is read as ``3,``), silently. ``ends``: the record
-        ends in ``buf`` (at file offset ``base``); ``starts``: where each ending line starts in it
-        (below 0: in an earlier block); ``counted``, ``breaks``, ``physical``: as ``_scan`` has them
-        (to number the record)."""
+        """After a line the parser skips (blank: empty or blanks; left out: ``drops``) ended by a
+        lone \\r, pandas' C parser drops the empty first field of a record that starts with the
+        delimiter and moves its values one column left (``,3`` is read as ``3,``), silently. Sets
+        ``shifted`` for such a record; notes in ``cr_then_delimiter`` the first records (which the
+        parser may be told to skip) so ended. ``ends``: the record ends in ``buf`` (at file offset
+        ``base``); ``starts``: where each ending line starts in it (below 0: in an earlier block);
+        ``counted``, ``breaks``, ``physical``: as ``_scan`` has them (to number the records)."""
         following = ends + 1
         in_block = following < buf.size
         after = np.full(ends.size, -1, dtype=np.int64)  # the byte after each end (-1: not here yet)
         after[in_block] = buf[following[in_block]]
         lone = (buf[ends] == _CR) & (after != _LF) & (ends + base >= self.data_start)  # after the header
-        if not lone.any():
+        candidates = np.flatnonzero(lone & ((after == self.delimiter) | ~in_block))
+        if not candidates.size:
             return
-        blanks = (buf == _SPACE) | ((buf == _TAB) & (self.delimiter != _TAB))
+        blanks = ((buf == _SPACE) & (self.delimiter != _SPACE)) | ((buf == _TAB) & (self.delimiter != _TAB))
         others = np.concatenate(([0], np.cumsum(~blanks)))  # others[k]: bytes before k not blank
-        blank = (others[ends] == others[np.maximum(starts, 0)]) & ((starts >= 0) | self._tail_blank)
-        hit = lone & blank & (after == self.delimiter)
-        pending = bool(lone[-1] and blank[-1] and not in_block[-1])
-        if not (hit.any() or pending):
-            return
-        end = int(np.argmax(hit)) if hit.any() else ends.size - 1
-        record = self._lines + int(np.count_nonzero(counted[: end + 1]))
-        line = self._physical + int(np.count_nonzero(physical[: int(np.searchsorted(breaks, ends[end])) + 1]))
-        if hit.any():
-            self.shifted = (record, line + 1)
-        else:
-            self._blank_cr = (record, line + 1)
+        firsts = np.maximum(starts[candidates], 0)
+        skipped = (others[ends[candidates]] == others[firsts]) & (
+            (starts[candidates] >= 0) | self._tail_blank
+        )
+        skipped |= np.isin(ends[candidates] + base, [stop for _, stop in self.drops])
+        records = self._lines + np.cumsum(counted)[candidates]  # the number of the record after each
+        lines = self._physical + np.cumsum(physical)[np.searchsorted(breaks, ends[candidates])]
+        found = zip(candidates.tolist(), records.tolist(), lines.tolist(), skipped.tolist(), strict=True)
+        for i, record, line, skip in found:
+            if not in_block[i]:  # the last byte: the next block says what follows
+                self._pending_cr = (record, line + 1, skip)
+            elif skip:
+                self.shifted = (record, line + 1)
+                return
+            elif record - 1 <= MAX_SKIPPED_LEADING + 1:
+                self.cr_then_delimiter[record - 1] = (record, line + 1)
 
     def _scan(self, buf: np.ndarray, base: int, quoted: bool, crs: bool) -> np.ndarray:
         """Scan ``buf`` (file offset ``base``), which holds no trailing quote unless at the end;
@@ -505,7 +526,8 @@ class _LineStarts(io.TextIOBase):
     pandas' C parser loses the blanks (spaces, tabs) that start a record when its read buffer ends
     among them (pandas-dev/pandas#34085): ``" x"`` would be read as ``"x"``, silently. Ending every
     read at a line start (after ``\n``, or after a ``\r`` not followed by ``\n``) keeps a record's
-    leading blanks in one buffer; a line longer than a read is cut after its first non-blank.
+    leading blanks in one buffer. A line longer than a read is cut at the read's size, or after its
+    first non-blank when its leading blanks are longer still.
     """
 
     _BLOCK, _MAX_BLOCK = 1 << 16, 1 << 20  # bytes decoded at a time: at least, at most
