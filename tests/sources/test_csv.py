@@ -426,8 +426,6 @@ def test_leading_blanks_are_kept_wherever_the_parser_s_buffer_ends(
         (b"a,b\n1,2\n  \r,3\n", 3),  # a line of blanks
         (b"a,b\n\t\r,3\n", 2),
         (b"a,b\r" + b"x" * 50 + b",1\r,5\r6,7\r", 2),  # a record left out (too long) leaves its \r
-        (b"a,b\n1,2,3\r,5\n", 2),  # the first record, with extra fields, is skipped on a second read
-        (b"a,b\r1,2,3\r,5\r6,7\r", 2),
     ],
 )
 def test_a_record_pandas_would_shift_fails_the_file_before_its_first_chunk(
@@ -441,6 +439,33 @@ def test_a_record_pandas_would_shift_fails_the_file_before_its_first_chunk(
     path.write_bytes(data)
     with pytest.raises(SourceError, match=rf"record {record} \(line {record + 1}\) starts with an empty"):
         chunks_of(path, max_record_bytes=20)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a,b\n1,2,3\r,5\n",  # skipped on a second read, its lone \r would shift the next record
+        b"a,b\r1,2,3\r,5\r6,7\r",
+        b"a,b\r\r1,2,3\r,5\r",  # after a blank line: the parser's skip would take the wrong line
+        b"a,b\r,1,2\r3,4\r",  # the header's lone \r: the skip would never take it
+    ],
+)
+def test_a_first_record_with_extra_fields_the_parser_cannot_skip_fails_the_file(
+    tmp_path: Path, data: bytes
+) -> None:
+    """pandas would make the extra fields of the first record an index: the record is skipped on a
+    second read, by line number, which goes wrong with lone \\r line ends."""
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    with pytest.raises(SourceError, match=r"record 1 has more fields than the header and must be skipped"):
+        chunks_of(path)
+
+
+def test_a_first_record_with_extra_fields_before_a_quoted_line_break_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes(b'a,b\n1,2,3\n4,"x\ny"\n5,6\n')
+    good, bad = numbered(chunks_of(path))
+    assert good == [(2, "4"), (3, "5")] and bad == [(1, "expected 2 fields, saw more")]
 
 
 @pytest.mark.parametrize(
@@ -494,3 +519,16 @@ def test_the_shifted_record_is_found_wherever_the_blocks_end(
             position += size
         scan.finish()
         assert scan.shifted == shifted, data
+
+
+def test_spaces_that_delimit_are_not_blanks_wherever_the_blocks_end() -> None:
+    """With a space delimiter a line of spaces is a record (the parser reads it), not a blank line."""
+    from walkme_heap.sources.csv_files import _Scan
+
+    data = b"a b\r1 2\r  \r 5\r"
+    for split in range(1, len(data)):
+        scan = _Scan(ord(" "), 1 << 20, data_start=4, width=2)
+        scan.feed(data[:split])
+        scan.feed(data[split:])
+        scan.finish()
+        assert scan.shifted is None, split

@@ -86,6 +86,18 @@ class CsvSource(FileSource):
             **kwargs,
         )
 
+    @staticmethod
+    def _check_skippable(url: str, scan: _Scan, record: int) -> None:
+        """The parser skips a first record with extra fields by line number; with lone \\r line ends
+        it takes the wrong line, or the record after the skipped one loses its first field."""
+        if scan.lone_cr:
+            raise SourceError(
+                f"{url}: record {record} has more fields than the header and must be skipped, which "
+                "pandas' CSV parser cannot do reliably with lone carriage return (\\r) line ends: the "
+                "next values could move a column. The file is not read (nothing of it is sent; "
+                "re-export it with \\n or \\r\\n line ends, or fix that record)"
+            )
+
     def headers(self, url: str) -> list[str]:
         """The header row alone (checked for required columns before anything is sent); a repeated
         header is an error unless ``duplicate_headers`` chooses its occurrence."""
@@ -233,8 +245,7 @@ class CsvSource(FileSource):
                         raise SourceError(
                             f"{url}: the first {MAX_SKIPPED_LEADING} records all have extra fields"
                         )
-                    if skipped_leading[-1] in scan.cr_then_delimiter:  # skipped, it would shift the next
-                        raise SourceError(shifted_message(url, *scan.cr_then_delimiter[skipped_leading[-1]]))
+                    self._check_skippable(url, scan, skipped_leading[-1])
                     continue
                 bad = {r: f"expected {header.width} fields, saw more" for r in skipped_leading}
                 bad.update(scan.malformed)
@@ -331,11 +342,11 @@ class _Scan:
         self.drops: list[tuple[int, int]] = []  # byte ranges the parser must not see
         self.malformed: dict[int, str] = {}  # record number -> why it was left out
         self.escaped = False  # the file holds bytes that are not UTF-8 (kept as lone surrogates)
-        # (record, line) of the first record pandas would shift (``_find_shifted``); of the records
-        # after the first ones that end in a lone \r followed by the delimiter (by the record before);
-        # and of the record after a lone \r that ended the last block, and whether its line is skipped.
+        # (record, line) of the first record pandas would shift (``_find_shifted``); whether a line
+        # ends in a lone \r; and a \r that ended the last block: (record, line) after it, whether
+        # that is data after a line the parser skips (the byte after it comes with the next block).
         self.shifted: tuple[int, int] | None = None
-        self.cr_then_delimiter: dict[int, tuple[int, int]] = {}
+        self.lone_cr = False
         self._pending_cr: tuple[int, int, bool] | None = None
 
     def feed(self, data: bytes) -> np.ndarray:
@@ -348,11 +359,9 @@ class _Scan:
         if self._pending_cr is not None and joined:
             record, line, skipped = self._pending_cr
             self._pending_cr = None
-            if joined[0] == self.delimiter and self.shifted is None:
-                if skipped:
-                    self.shifted = (record, line)
-                elif record - 1 <= MAX_SKIPPED_LEADING + 1:
-                    self.cr_then_delimiter[record - 1] = (record, line)
+            self.lone_cr = self.lone_cr or joined[0] != _LF
+            if joined[0] == self.delimiter and skipped and self.shifted is None:
+                self.shifted = (record, line)
         kept = len(joined.rstrip(b'"'))  # a run of quotes at the end may go on in the next block
         base = self.size - len(self._carry)
         self.size += len(data)
@@ -394,7 +403,11 @@ class _Scan:
 
     def _blank(self, data: np.ndarray) -> bool:
         """Only blanks (the parser skips such a line): spaces, and tabs unless they delimit."""
-        return bool(np.all((data == _SPACE) | ((data == _TAB) & (self.delimiter != _TAB))))
+        return bool(np.all(self._blanks(data)))
+
+    def _blanks(self, data: np.ndarray) -> np.ndarray:
+        """Which bytes are blanks: spaces and tabs, unless they delimit."""
+        return ((data == _SPACE) & (self.delimiter != _SPACE)) | ((data == _TAB) & (self.delimiter != _TAB))
 
     def _drop(self, record: int, start: int, stop: int, length: int) -> None:
         self.drops.append((start, stop))
@@ -413,25 +426,27 @@ class _Scan:
         """After a line the parser skips (blank: empty or blanks; left out: ``drops``) ended by a
         lone \\r, pandas' C parser drops the empty first field of a record that starts with the
         delimiter and moves its values one column left (``,3`` is read as ``3,``), silently. Sets
-        ``shifted`` for such a record; notes in ``cr_then_delimiter`` the first records (which the
-        parser may be told to skip) so ended. ``ends``: the record ends in ``buf`` (at file offset
+        ``shifted`` for such a record, and ``lone_cr`` for any lone \\r line end (a first record
+        with extra fields cannot be skipped then). ``ends``: the record ends in ``buf`` (at file offset
         ``base``); ``starts``: where each ending line starts in it (below 0: in an earlier block);
         ``counted``, ``breaks``, ``physical``: as ``_scan`` has them (to number the records)."""
         following = ends + 1
         in_block = following < buf.size
         after = np.full(ends.size, -1, dtype=np.int64)  # the byte after each end (-1: not here yet)
         after[in_block] = buf[following[in_block]]
-        lone = (buf[ends] == _CR) & (after != _LF) & (ends + base >= self.data_start)  # after the header
+        lone = (buf[ends] == _CR) & (after != _LF)
+        self.lone_cr = self.lone_cr or bool((lone & in_block).any())
+        lone &= ends + base >= self.data_start  # after the header
         candidates = np.flatnonzero(lone & ((after == self.delimiter) | ~in_block))
         if not candidates.size:
             return
-        blanks = ((buf == _SPACE) & (self.delimiter != _SPACE)) | ((buf == _TAB) & (self.delimiter != _TAB))
-        others = np.concatenate(([0], np.cumsum(~blanks)))  # others[k]: bytes before k not blank
+        others = np.concatenate(([0], np.cumsum(~self._blanks(buf))))  # others[k]: bytes before k not blank
         firsts = np.maximum(starts[candidates], 0)
         skipped = (others[ends[candidates]] == others[firsts]) & (
             (starts[candidates] >= 0) | self._tail_blank
         )
-        skipped |= np.isin(ends[candidates] + base, [stop for _, stop in self.drops])
+        dropped = itertools.takewhile(lambda stop: stop >= base, (stop for _, stop in reversed(self.drops)))
+        skipped |= np.isin(ends[candidates] + base, list(dropped))  # drops are in file order
         records = self._lines + np.cumsum(counted)[candidates]  # the number of the record after each
         lines = self._physical + np.cumsum(physical)[np.searchsorted(breaks, ends[candidates])]
         found = zip(candidates.tolist(), records.tolist(), lines.tolist(), skipped.tolist(), strict=True)
@@ -441,8 +456,6 @@ class _Scan:
             elif skip:
                 self.shifted = (record, line + 1)
                 return
-            elif record - 1 <= MAX_SKIPPED_LEADING + 1:
-                self.cr_then_delimiter[record - 1] = (record, line + 1)
 
     def _scan(self, buf: np.ndarray, base: int, quoted: bool, crs: bool) -> np.ndarray:
         """Scan ``buf`` (file offset ``base``), which holds no trailing quote unless at the end;
