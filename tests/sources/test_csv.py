@@ -403,7 +403,7 @@ def test_leading_blanks_are_kept_wherever_the_parser_s_buffer_ends(
     """pandas' C parser loses the blanks that start a record when its read buffer ends among them
     (pandas-dev/pandas#34085): ``" x"`` became ``"x"``, ``" "`` a missing value. Records of 1 to 6
     blanks before their value, over several MB, put buffer ends inside them wherever the buffers
-    end; every value must come back as the file holds it (Python's csv module says what it holds)."""
+    end; every value must come back as it was written."""
     rng = random.Random(34085)
     values = [" " * rng.randint(1, 6) + rng.choice(["x", "", "\tx", "ü"]) for _ in range(400_000)]
     text = "a,b" + newline + "".join(f"{v},{i}{newline}" for i, v in enumerate(values))
