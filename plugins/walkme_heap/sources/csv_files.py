@@ -198,7 +198,13 @@ class CsvSource(FileSource):
             except UnicodeDecodeError:
                 scan.escaped = True
         if scan.shifted is not None:
-            raise SourceError(shifted_message(url, *scan.shifted))
+            record, line = scan.shifted
+            raise SourceError(
+                f"{url}: record {record} (line {line}) starts with an empty field right after a line the "
+                "parser skips (blank, or left out) that ends in a lone carriage return (\\r): pandas' CSV "
+                "parser would move that record's values one column to the left, so the file is not read "
+                "(nothing of it is sent; re-export it with \\n or \\r\\n line ends, or without blank lines)"
+            )
         if scan.inside:
             record, line = scan.open_record()
             raise SourceError(
@@ -266,16 +272,6 @@ class CsvSource(FileSource):
                 if bad:
                     yield Chunk(frame=pd.DataFrame(), origin=url, malformed=sorted(bad.items()))
             return
-
-
-def shifted_message(url: str, record: int, line: int) -> str:
-    """Why a file whose record pandas would shift is not read."""
-    return (
-        f"{url}: record {record} (line {line}) starts with an empty field right after a line the parser "
-        "skips (blank, or left out) that ends in a lone carriage return (\\r): pandas' CSV parser would "
-        "move that record's values one column to the left, so the file is not read (nothing of it is "
-        "sent; re-export it with \\n or \\r\\n line ends, or without blank lines)"
-    )
 
 
 @dataclass(frozen=True)
